@@ -1,0 +1,36 @@
+"""The ``ftbot`` command group. Each area's commands live in ``bot/commands/``; this module only
+assembles them, so ``ftbot --help`` stays instant (heavy imports happen inside commands)."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# (module, command names). A module missing here simply contributes nothing yet.
+_COMMAND_MODULES: list[tuple[str, tuple[str, ...]]] = [
+    ("bot.commands.validate", ("validate",)),
+    ("bot.commands.jobs", ("run", "jobs")),
+    ("bot.commands.models", ("ask", "models")),
+    ("bot.commands.serve", ("serve", "chat")),
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ftbot")
+def main() -> None:
+    """ftbot: fine-tune an LLM on your team's examples, and find out honestly whether it helped.
+
+    Start with `ftbot validate FILE`, then `ftbot run FILE`, then `ftbot ask "..."`.
+    """
+
+
+for _module_name, _names in _COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(_module_name)
+    except ModuleNotFoundError as exc:  # an area not built yet
+        if exc.name != _module_name:
+            raise
+        continue
+    for _name in _names:
+        main.add_command(getattr(_module, _name))

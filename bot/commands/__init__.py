@@ -1,0 +1,1 @@
+"""The ``ftbot`` subcommands, one module per area. ``bot.cli`` registers them."""

@@ -1,0 +1,61 @@
+"""ftbot's engine: validate datasets, fine-tune, evaluate against baselines, serve models.
+
+This module is the public API; ``bot/`` imports from here only. Names are loaded lazily so that
+``import engine`` stays fast and never loads torch (checked by tests/test_architecture.py).
+To export a new name, add it to ``_EXPORTS`` (name -> defining module) and it joins ``__all__``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    # errors
+    "FtbotError": "engine.errors",
+    "UsageError": "engine.errors",
+    "ConfigError": "engine.errors",
+    "DatasetError": "engine.errors",
+    "NotFound": "engine.errors",
+    "JobNotFound": "engine.errors",
+    "DatasetNotFound": "engine.errors",
+    "ModelNotFound": "engine.errors",
+    "PermissionDenied": "engine.errors",
+    "InvalidTransition": "engine.errors",
+    "StoreError": "engine.errors",
+    "BackendError": "engine.errors",
+    "BackendUnavailable": "engine.errors",
+    "ResourceExhausted": "engine.errors",
+    "TrainingFailed": "engine.errors",
+    "GenerationError": "engine.errors",
+    "RemoteError": "engine.errors",
+    # settings
+    "Settings": "engine.settings",
+    "BUILTIN_TINY": "engine.settings",
+    # jobs
+    "Job": "engine.jobs",
+    "JobState": "engine.jobs",
+    # progress
+    "ProgressEvent": "engine.progress",
+    "ProgressSink": "engine.progress",
+    "NullSink": "engine.progress",
+    "ListSink": "engine.progress",
+    "CallbackSink": "engine.progress",
+    "TeeSink": "engine.progress",
+    "ThrottledSink": "engine.progress",
+}
+
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

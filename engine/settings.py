@@ -1,0 +1,105 @@
+"""Engine settings. The only module in engine/ that reads the environment.
+
+Everything else receives a :class:`Settings` (or the values in it) as an argument, so tests build
+one from a plain dict: ``Settings.from_env({"FTBOT_HOME": str(tmp_path)})``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import UsageError
+
+BUILTIN_TINY = "builtin:tiny"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = Path(".ftbot")
+    base_model: str = BUILTIN_TINY
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_poll_seconds: float = 30.0
+    # Above this estimated cost (USD) an OpenAI job waits for an explicit confirmation.
+    openai_confirm_usd: float = 5.0
+    # Overrides of the built-in price table: model name -> USD per 1M training tokens.
+    openai_training_prices: Mapping[str, float] = field(default_factory=dict)
+    # /ask model cache: how many bases and adapters stay loaded (least recently used goes first).
+    serve_max_bases: int = 1
+    serve_max_adapters: int = 8
+    # Generation limits for /ask.
+    ask_timeout_seconds: float = 60.0
+    ask_max_new_tokens: int = 256
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "ftbot.db"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Per-job working directories: checkpoints, charts, predictions, worker logs."""
+        return self.home / "runs"
+
+    @property
+    def builtin_dir(self) -> Path:
+        return self.home / "builtin"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables (``os.environ`` when ``env`` is None).
+
+        Raises:
+            UsageError: a variable holds a value that cannot be used; the message names it.
+        """
+        env = os.environ if env is None else env
+        problems: list[str] = []
+
+        def number(name: str, default: float, *, minimum: float = 0.0) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                problems.append(f"{name}={raw!r} is not a number")
+                return default
+            if value < minimum:
+                problems.append(f"{name} must be at least {minimum:g}")
+                return default
+            return value
+
+        prices: dict[str, float] = {}
+        for item in filter(None, (p.strip() for p in env.get("FTBOT_OPENAI_PRICES", "").split(","))):
+            model, _, price = item.partition("=")
+            try:
+                prices[model.strip()] = float(price)
+            except ValueError:
+                problems.append(f"FTBOT_OPENAI_PRICES entry {item!r} is not model=USD_per_1M_tokens")
+
+        settings = cls(
+            home=Path(env.get("FTBOT_HOME", "").strip() or ".ftbot").expanduser(),
+            base_model=env.get("FTBOT_BASE_MODEL", "").strip() or BUILTIN_TINY,
+            openai_api_key=env.get("OPENAI_API_KEY") or None,
+            openai_base_url=env.get("OPENAI_BASE_URL") or None,
+            openai_poll_seconds=number("FTBOT_OPENAI_POLL_SECONDS", 30.0, minimum=0.01),
+            openai_confirm_usd=number("FTBOT_OPENAI_CONFIRM_USD", 5.0),
+            openai_training_prices=prices,
+            serve_max_bases=int(number("FTBOT_SERVE_MAX_BASES", 1, minimum=1)),
+            serve_max_adapters=int(number("FTBOT_SERVE_MAX_ADAPTERS", 8, minimum=1)),
+            ask_timeout_seconds=number("FTBOT_ASK_TIMEOUT_SECONDS", 60.0, minimum=1),
+            ask_max_new_tokens=int(number("FTBOT_ASK_MAX_NEW_TOKENS", 256, minimum=1)),
+        )
+        if problems:
+            raise UsageError("Bad environment settings: " + "; ".join(problems) + ".")
+        return settings

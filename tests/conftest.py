@@ -1,0 +1,39 @@
+"""Shared fixtures. Fakes stand only at process boundaries (Slack, OpenAI); everything of ours is real."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.settings import Settings
+
+# Keep torch from spreading each test over every core: CI has two, and xdist runs two workers.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+@pytest.fixture(scope="session")
+def builtin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One builtin:tiny build shared by the whole session (it is deterministic)."""
+    return tmp_path_factory.mktemp("builtin")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(builtin_dir: Path) -> Path:
+    from engine.backends.local_tiny import ensure_builtin_tiny
+
+    return ensure_builtin_tiny(builtin_dir)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, builtin_dir: Path) -> Settings:
+    """Settings with a fresh FTBOT_HOME per test. The builtin model directory is linked from the
+    session build so tests do not rebuild it."""
+    home = tmp_path / "ftbot-home"
+    home.mkdir()
+    (home / "builtin").symlink_to(builtin_dir, target_is_directory=True)
+    return Settings.from_env({"FTBOT_HOME": str(home)})

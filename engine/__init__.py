@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "ThrottledSink": "engine.progress",
 }
 
-__all__ = sorted(_EXPORTS)  # noqa: PLE0605
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -66,9 +66,8 @@ def test_import_rules(module: str, path: Path) -> None:
     for imported, line, top in _imports(path):
         root = imported.split(".")[0]
         where = f"{path.relative_to(ROOT)}:{line} imports {imported}"
-        if module.startswith("engine"):
-            if root in {"bot", "slack_bolt", "slack_sdk"}:
-                problems.append(f"{where}: engine must never import bot or Slack")
+        if module.startswith("engine") and root in {"bot", "slack_bolt", "slack_sdk"}:
+            problems.append(f"{where}: engine must never import bot or Slack")
         if module.startswith("bot") and root == "engine" and imported != "engine":
             problems.append(f"{where}: bot imports engine only through its public API (`from engine import ...`)")
         if root in HEAVY_ML:
@@ -95,12 +94,19 @@ def test_environment_is_read_only_in_settings(module: str, path: Path) -> None:
     tree = ast.parse(path.read_text())
     offenders = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv", "environb"}:
-            if isinstance(node.value, ast.Name) and node.value.id == "os":
-                offenders.append(node.lineno)
-        if isinstance(node, ast.ImportFrom) and node.module == "os":
-            if any(a.name in {"environ", "getenv"} for a in node.names):
-                offenders.append(node.lineno)
+        reads_os_attr = (
+            isinstance(node, ast.Attribute)
+            and node.attr in {"environ", "getenv", "environb"}
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        )
+        imports_environ = (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and any(a.name in {"environ", "getenv"} for a in node.names)
+        )
+        if reads_os_attr or imports_environ:
+            offenders.append(node.lineno)
     assert not offenders, f"{path.relative_to(ROOT)} reads the environment at lines {offenders}; use settings"
 
 

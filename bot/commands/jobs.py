@@ -1,0 +1,348 @@
+"""``ftbot run`` (the whole pipeline, headless) and ``ftbot jobs`` (list jobs).
+
+``run`` validates and stores the file, submits a job, runs it in a worker process in the
+foreground, shows progress on stderr, and ends with the result: a readable summary, or with
+``--json`` one JSON object on stdout (DESIGN.md's contract). Exit code 0 when the job succeeded
+(whatever the verdict), 1 otherwise (bad options, unusable data, failure, cancel with Ctrl-C).
+
+Jobs started here belong to the local workspace (team "" and channel ""), which is also where
+``ftbot ask`` and ``ftbot models`` look.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from engine import Engine, FtbotError, JobState, ProgressEvent, Settings, job_summary
+
+LOCAL_TEAM = ""
+LOCAL_CHANNEL = ""
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "cli"
+
+
+class ConsoleProgress:
+    """A progress sink for a terminal: milestones as lines, training steps as one live line
+    (rewritten in place on a terminal, a line every 10% otherwise)."""
+
+    def __init__(self, stream: IO[str] | None = None, *, live: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self._line_open = False
+        self._last_decile = -1
+
+    def _write_line(self, text: str) -> None:
+        if self._line_open:
+            self.stream.write("\n")
+            self._line_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def emit(self, event: ProgressEvent) -> None:
+        if event.kind == "step":
+            self._step(event)
+        elif event.kind == "state":
+            self._last_decile = -1
+            state = str(event.data.get("state", ""))
+            self._write_line(f"[{state}] {event.message}")
+            hint = event.data.get("hint")
+            if hint:
+                self._write_line(f"  hint: {hint}")
+        elif event.kind == "eval":
+            loss = event.metrics.get("eval_loss")
+            if loss is not None:
+                self._write_line(f"  eval loss {loss:.4f} (epoch {event.epoch or 0:.1f})")
+        elif event.kind in ("baseline", "alert", "preflight", "evaluation", "submitted"):
+            prefix = {"alert": "! ", "preflight": "preflight: ", "baseline": "", "evaluation": ""}.get(
+                event.kind, ""
+            )
+            if event.message:
+                self._write_line(f"  {prefix}{event.message}")
+        elif event.kind == "artifact":
+            self._write_line(f"  {event.message} {event.data.get('path', '')}")
+        elif (
+            event.kind == "log"
+            and event.message
+            and (not event.data.get("phase") or event.step == event.total)
+        ):
+            # Generation progress only when a phase completes; other logs are decisions and notes.
+            self._write_line(f"  {event.message}")
+
+    def _step(self, event: ProgressEvent) -> None:
+        step, total = event.step or 0, event.total or 0
+        parts = [f"step {step}/{total}" if total else f"step {step}"]
+        if event.epoch is not None:
+            parts.append(f"epoch {event.epoch:.2f}")
+        for key, label, fmt in (("loss", "loss", "{:.4f}"), ("learning_rate", "lr", "{:.2e}")):
+            value = event.metrics.get(key)
+            if isinstance(value, int | float):
+                parts.append(f"{label} {fmt.format(value)}")
+        eta = event.metrics.get("eta_seconds")
+        if isinstance(eta, int | float):
+            parts.append(f"eta {int(eta)}s")
+        fraction = step / total if total else 0.0
+        width = 24
+        bar = "#" * int(fraction * width) + "-" * (width - int(fraction * width))
+        text = f"  training [{bar}] " + "  ".join(parts)
+        if self.live:
+            self.stream.write("\r\x1b[2K" + text)
+            self.stream.flush()
+            self._line_open = True
+        else:
+            decile = int(fraction * 10)
+            if decile != self._last_decile:
+                self._last_decile = decile
+                self._write_line(text)
+
+
+def _fail(message: str, *, as_json: bool, status: str = "error", **extra: Any) -> None:
+    if as_json:
+        click.echo(json.dumps({"status": status, "error": message, **extra}))
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def _report_errors(report: Any, name: str) -> str:
+    errors = list((report or {}).get("errors") or [])
+    lines = [f"{name} is not usable ({len(errors)} error(s)):"]
+    for err in errors[:10]:
+        where = f"line {err.get('line')}: " if err.get("line") else ""
+        lines.append(f"  - {where}{err.get('message')}")
+    if len(errors) > 10:
+        lines.append(f"  ... and {len(errors) - 10} more (see `ftbot validate {name}`).")
+    return "\n".join(lines)
+
+
+# Supporting metrics worth a column, most telling first (the primary metric always comes first).
+_TABLE_ORDER = (
+    "parse_rate",
+    "valid_rate",
+    "median_ae",
+    "p90_ae",
+    "max_ae",
+    "within_10pct",
+    "mae",
+    "field_accuracy",
+    "exact_match",
+    "accuracy",
+    "macro_f1",
+    "token_f1",
+    "rouge_l",
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    click.echo(f"Job {summary['job_id']}: {summary['status']}")
+    if summary.get("error"):
+        click.echo(f"  {summary['error']}")
+    if summary.get("task"):
+        metric = summary["metric"]
+        click.echo(f"  task {summary['task']}, primary metric {metric}")
+        rows = [
+            ("zero-shot", summary["baseline"]["zero_shot"]),
+            ("few-shot", summary["baseline"]["few_shot"]),
+            ("fine-tuned", summary["finetuned"]),
+        ]
+        present = {k for _, m in rows for k, v in m.items() if isinstance(v, int | float) and k != "n"}
+        names = [metric, *[k for k in _TABLE_ORDER if k in present and k != metric]][:6]
+        click.echo("  " + "model".ljust(12) + "".join(n[:14].rjust(15) for n in names))
+        for label, values in rows:
+            click.echo("  " + label.ljust(12) + "".join(_fmt(values.get(n)).rjust(15) for n in names))
+    if summary.get("verdict"):
+        click.echo(f"  verdict: {summary['verdict']}")
+    if summary.get("summary"):
+        click.echo(f"  {summary['summary']}")
+    if summary.get("model_id"):
+        promoted = "the default model here" if summary.get("promoted") else "not made the default (worse)"
+        click.echo(f"  model: {summary['model_id']} ({promoted})")
+    if summary.get("predictions"):
+        click.echo(f"  predictions: {summary['predictions']}")
+
+
+@click.command("run")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--eval-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Evaluate on this file instead of a held-out split of FILE.",
+)
+@click.option("--backend", default=None, help="local (QLoRA here) or openai.")
+@click.option(
+    "--base-model", default=None, help="Base model: a Hugging Face id, a local directory or builtin:tiny."
+)
+@click.option("--epochs", default=None, help="Training epochs.")
+@click.option("--lr", default=None, help="Learning rate.")
+@click.option("--lora-r", default=None, help="LoRA rank r.")
+@click.option(
+    "--option",
+    "-o",
+    "extra",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other training option (as in /finetune), e.g. -o batch=2 -o max_length=512.",
+)
+@click.option("--yes", is_flag=True, help="Accept a cost confirmation (OpenAI) without asking.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result at the end.")
+def run(
+    file: Path,
+    eval_file: Path | None,
+    backend: str | None,
+    base_model: str | None,
+    epochs: str | None,
+    lr: str | None,
+    lora_r: str | None,
+    extra: tuple[str, ...],
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Validate FILE, measure the baseline, fine-tune, evaluate: the whole pipeline, headless.
+
+    Progress goes to stderr; the result to stdout. Exit code 0 when the job succeeded (whatever
+    the verdict), 1 otherwise.
+
+    Example:
+
+        ftbot run examples/prices.jsonl --epochs 2 --json
+    """
+    options: dict[str, str] = {}
+    for key, value in (
+        ("backend", backend),
+        ("base_model", base_model),
+        ("epochs", epochs),
+        ("lr", lr),
+        ("r", lora_r),
+    ):
+        if value is not None:
+            options[key] = value
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--option expects KEY=VALUE, got {item!r}.", as_json=as_json)
+        options[key.strip()] = value.strip()
+    for path, what in ((file, "FILE"), (eval_file, "--eval-file")):
+        if path is not None and not path.is_file():
+            _fail(f"{what}: {path} does not exist or is not a file.", as_json=as_json)
+    try:
+        settings = Settings.from_env()
+    except FtbotError as exc:
+        _fail(str(exc), as_json=as_json)
+    user = _user()
+    progress = ConsoleProgress()
+    try:
+        with Engine(settings) as engine:
+            record = engine.add_dataset(
+                file,
+                uploaded_by=user,
+                team=LOCAL_TEAM,
+                channel=LOCAL_CHANNEL,
+                base_model=options.get("base_model"),
+            )
+            if not record.usable:
+                _fail(_report_errors(record.report, str(file)), as_json=as_json, status="invalid")
+            eval_hash = None
+            if eval_file is not None:
+                eval_record = engine.add_dataset(
+                    eval_file,
+                    uploaded_by=user,
+                    team=LOCAL_TEAM,
+                    channel=LOCAL_CHANNEL,
+                    base_model=options.get("base_model"),
+                )
+                if not eval_record.usable:
+                    _fail(
+                        _report_errors(eval_record.report, str(eval_file)), as_json=as_json, status="invalid"
+                    )
+                eval_hash = eval_record.hash
+            job = engine.submit(
+                record.hash,
+                options=options,
+                owner=user,
+                team=LOCAL_TEAM,
+                channel=LOCAL_CHANNEL,
+                eval_dataset_hash=eval_hash,
+                confirmed=yes,
+            )
+            click.echo(f"Job {job.id} ({job.backend} backend).", err=True)
+            job = engine.run_job(job.id, progress)
+            if not job.is_final and job.result.get("awaiting_confirmation"):
+                if yes:
+                    engine.confirm(job.id, user=user)
+                    job = engine.run_job(job.id, progress)
+                else:
+                    click.echo(
+                        "This job needs a cost confirmation: run again with --yes to accept the "
+                        "estimate above. Nothing was started.",
+                        err=True,
+                    )
+                    job = engine.cancel(job.id, user=user)
+            summary = job_summary(job)
+    except FtbotError as exc:
+        _fail(str(exc), as_json=as_json)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        _print_summary(summary)
+    sys.exit(0 if summary["status"] == JobState.SUCCEEDED.value else 1)
+
+
+@click.command("jobs")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as a JSON list.")
+@click.option("--limit", default=50, show_default=True, help="How many jobs, newest first.")
+def jobs(as_json: bool, limit: int) -> None:
+    """List fine-tuning jobs, newest first.
+
+    Example:
+
+        ftbot jobs --json
+    """
+    try:
+        settings = Settings.from_env()
+        with Engine(settings) as engine:
+            found = engine.jobs(limit=limit)
+            rows = []
+            for job in found:
+                row = job_summary(job)
+                row.update(
+                    created_at=job.created_at.isoformat(),
+                    finished_at=job.finished_at.isoformat() if job.finished_at else None,
+                    dataset=job.dataset_hash,
+                    dataset_name=job.result.get("dataset_name"),
+                    owner=job.owner,
+                    queue_position=engine.queue_position(job.id) if job.state is JobState.QUEUED else None,
+                )
+                rows.append(row)
+    except FtbotError as exc:
+        _fail(str(exc), as_json=as_json)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    if not rows:
+        click.echo("No jobs yet. Start one with `ftbot run FILE`.")
+        return
+    click.echo(f"{'job':<12} {'state':<11} {'backend':<8} {'created':<17} {'verdict':<26} dataset")
+    for row in rows:
+        state = row["status"] + (f" #{row['queue_position']}" if row["queue_position"] else "")
+        verdict = row["verdict"] or (row["error"] or "")[:26]
+        created = row["created_at"][:16].replace("T", " ")
+        click.echo(
+            f"{row['job_id']:<12} {state:<11} {row['backend']:<8} {created:<17} {verdict:<26} "
+            f"{row['dataset_name'] or row['dataset'][:12]}"
+        )

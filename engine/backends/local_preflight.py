@@ -1,0 +1,397 @@
+"""Pre-flight for local training: tokens, steps, time and memory before any weight is loaded.
+
+:func:`preflight` reads the tokenizer and the model *config* (the model is built on the meta device:
+no weights, no memory), looks at the device that is here, and returns the estimate with ``fits``
+and a message that says what to change when the job cannot fit. :func:`estimate` is the pure
+arithmetic behind it (tests feed it hypothetical GPUs); :func:`estimate_memory` documents the
+memory formula. Also here, shared with the recipe: :func:`check_environment` (options this machine
+cannot honour), :func:`device_info` and :func:`probe_4bit` (can bitsandbytes quantize here?).
+
+Heavy libraries are imported inside functions, like every ``engine/backends/local_*`` module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.config import ALL_LINEAR, TrainConfig
+from engine.errors import ConfigError
+
+Messages = list[dict[str, Any]]
+
+# Pre-flight constants. Dense bf16 peaks (no 2:4 sparsity), TFLOP/s, matched on the device name.
+GPU_PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989.0),
+    ("H100", 989.0),
+    ("GH200", 989.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("L4", 121.0),
+    ("A10G", 125.0),
+    ("A10", 125.0),
+    ("RTX 4090", 165.0),
+    ("RTX 3090", 71.0),
+    ("V100", 125.0),
+    ("T4", 65.0),
+)
+DEFAULT_GPU_TFLOPS = 100.0
+# Model FLOPs utilisation assumed for the time estimate: HF QLoRA lands around 15-30%, bf16 LoRA a
+# little higher (reference/ml-performance.md section 3). CPUs: an effective FLOP/s for small models.
+ASSUMED_MFU_QLORA = 0.20
+ASSUMED_MFU_LORA = 0.30
+CPU_EFFECTIVE_FLOPS = 2e10
+STEP_OVERHEAD_S = {"cuda": 0.05, "cpu": 0.02}  # per micro-batch: Python, logging, data loading
+CUDA_CONTEXT_GB = 1.0  # CUDA context + cuBLAS workspace + allocator slack
+MEMORY_MARGIN = 1.10  # fragmentation
+
+
+# ---------------------------------------------------------------------------------------------------
+# Environment checks shared by preflight and train
+# ---------------------------------------------------------------------------------------------------
+
+
+def check_environment(config: TrainConfig) -> None:
+    """Refuse, before any work, options this machine cannot honour.
+
+    Raises:
+        ConfigError: ``report=wandb|tensorboard`` without the package installed.
+    """
+    if config.report == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise ConfigError(
+            [("report", "wandb is not installed on the training host")],
+            hint="Install it (pip install wandb) or use report=none; progress reaches the channel either way.",
+        )
+    if (
+        config.report == "tensorboard"
+        and importlib.util.find_spec("tensorboard") is None
+        and importlib.util.find_spec("tensorboardX") is None
+    ):
+        raise ConfigError(
+            [("report", "tensorboard is not installed on the training host")],
+            hint="Install it (pip install tensorboard) or use report=none; progress reaches the channel either way.",
+        )
+
+
+def device_info() -> dict[str, Any]:
+    """The device training would use: ``kind`` cuda|cpu, ``name``, ``total_gb``, ``free_gb``,
+    ``bf16`` (supported), ``peak_tflops`` (dense bf16, GPUs only)."""
+    import torch
+
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        free, total = torch.cuda.mem_get_info(index)
+        name = props.name
+        peak = next((tf for key, tf in GPU_PEAK_BF16_TFLOPS if key in name), DEFAULT_GPU_TFLOPS)
+        return {
+            "kind": "cuda",
+            "name": name,
+            "total_gb": total / 1e9,
+            "free_gb": free / 1e9,
+            "bf16": bool(torch.cuda.is_bf16_supported()),
+            "peak_tflops": peak,
+        }
+    total, free = _ram_bytes()
+    return {
+        "kind": "cpu",
+        "name": platform.processor() or platform.machine() or "CPU",
+        "total_gb": total / 1e9,
+        "free_gb": free / 1e9,
+        "bf16": False,  # bf16 autocast on most CPUs is slower than fp32; we train the CPU in fp32
+        "peak_tflops": None,
+    }
+
+
+def _ram_bytes() -> tuple[int, int]:
+    """(total, available) RAM from /proc/meminfo; (0, 0) when unknown."""
+    try:
+        fields_ = dict(
+            line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line
+        )
+        total = int(fields_["MemTotal"].split()[0]) * 1024
+        free = int(fields_.get("MemAvailable", fields_["MemFree"]).split()[0]) * 1024
+        return total, free
+    except (OSError, KeyError, ValueError):
+        return 0, 0
+
+
+def probe_4bit(device: str) -> tuple[bool, str]:
+    """Can bitsandbytes quantize to NF4 on ``device`` ("cuda" or "cpu")? Tries it on a small tensor
+    rather than trusting version numbers. Returns (ok, reason when not)."""
+    try:
+        import bitsandbytes.functional as bnbf
+        import torch
+    except Exception as exc:  # ImportError, or a broken native library
+        return False, f"bitsandbytes cannot be loaded ({type(exc).__name__}: {exc})"
+    try:
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        weight = torch.randn(64, 64, dtype=dtype, device=device)
+        packed, state = bnbf.quantize_4bit(weight, quant_type="nf4", compress_statistics=True)
+        restored = bnbf.dequantize_4bit(packed, state, quant_type="nf4")
+        if restored.shape != weight.shape or not torch.isfinite(restored).all():
+            return False, "bitsandbytes 4-bit round trip gave wrong values"
+    except Exception as exc:
+        return False, f"bitsandbytes cannot quantize on {device} ({type(exc).__name__}: {exc})"
+    return True, ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pre-flight estimate
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Parameter counts that the estimates need, read from the model config on the meta device."""
+
+    total_params: int
+    linear_params: int  # weights of nn.Linear layers inside the blocks: what 4-bit quantizes
+    other_params: int  # embeddings, lm_head, norms: kept in fp32 by prepare_model_for_kbit_training
+    lora_params: int  # trainable LoRA parameters for the config's r and target modules
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+    context_length: int
+
+
+def model_shape(base_model: str, config: TrainConfig) -> ModelShape:
+    """Build the model on the meta device (no weights, no memory) and count its parameters."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model_config = AutoConfig.from_pretrained(base_model)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config)
+    return shape_of_model(model, config)
+
+
+def shape_of_model(model: Any, config: TrainConfig) -> ModelShape:
+    import torch
+
+    targets = config.target
+    linear = lora = 0
+    packed = 0  # a 4-bit weight's numel() counts bytes, not parameters: count in x out instead
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or name.endswith("lm_head"):
+            continue
+        linear += module.in_features * module.out_features
+        packed += module.weight.numel()
+        short = name.rsplit(".", 1)[-1]
+        if targets == ALL_LINEAR or short in targets:
+            lora += config.lora_r * (module.in_features + module.out_features)
+    total = sum(p.numel() for p in model.parameters()) - packed + linear
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return ModelShape(
+        total_params=total,
+        linear_params=linear,
+        other_params=total - linear,
+        lora_params=lora,
+        hidden_size=int(getattr(text, "hidden_size", 0) or 0),
+        num_layers=int(getattr(text, "num_hidden_layers", 0) or 0),
+        vocab_size=int(getattr(text, "vocab_size", 0) or 0),
+        context_length=int(getattr(text, "max_position_embeddings", 0) or 0),
+    )
+
+
+def estimate_memory(
+    shape: ModelShape,
+    config: TrainConfig,
+    *,
+    quantized: bool,
+    micro_batch_tokens: int,
+    checkpointing: bool,
+    device_kind: str,
+) -> dict[str, float]:
+    """Peak training memory in GB, by part. The formula (bytes):
+
+    * weights: 4-bit: ``linear x (0.5 + 0.127/8)`` (NF4 + double-quantized scales) + ``other x 4``
+      (prepare_model_for_kbit_training keeps embeddings/norms/lm_head in fp32); full precision:
+      ``total x 2`` (bf16 on a GPU) or ``x 4`` (fp32 on the CPU).
+    * LoRA: ``lora x 16`` (weights + fp32 gradients + AdamW moments + headroom; small either way).
+    * activations: ``tokens x hidden x layers x 34 x 2`` bytes in 16-bit without checkpointing
+      (Korthikanti et al.'s per-layer count without the attention-score term, which SDPA avoids;
+      doubled on the CPU for fp32); with checkpointing only each layer's input is kept
+      (``tokens x hidden x layers x 2``) plus one layer's full set.
+    * logits: ``tokens x vocab x 4 x 2`` (fp32 logits and their gradient; TRL fuses the lm_head with
+      the loss, so this is an upper bound).
+    * overhead: 1 GB CUDA context on a GPU; and x1.10 for fragmentation.
+
+    ``micro_batch_tokens`` is batch size x the longest sequence in a batch (padding included).
+    """
+    act_bytes = 2 if device_kind == "cuda" else 4
+    if quantized:
+        weights = shape.linear_params * (0.5 + 0.127 / 8) + shape.other_params * 4
+    else:
+        weights = shape.total_params * (2 if device_kind == "cuda" else 4)
+    lora = shape.lora_params * 16
+    per_layer_full = micro_batch_tokens * shape.hidden_size * 34 * act_bytes / 2
+    if checkpointing:
+        activations = micro_batch_tokens * shape.hidden_size * act_bytes * shape.num_layers + per_layer_full
+    else:
+        activations = per_layer_full * shape.num_layers
+    logits = micro_batch_tokens * shape.vocab_size * 4 * 2
+    overhead = CUDA_CONTEXT_GB * 1e9 if device_kind == "cuda" else 0.0
+    parts = {
+        "weights_gb": weights / 1e9,
+        "lora_gb": lora / 1e9,
+        "activations_gb": activations / 1e9,
+        "logits_gb": logits / 1e9,
+        "overhead_gb": overhead / 1e9,
+    }
+    parts["total_gb"] = sum(parts.values()) * MEMORY_MARGIN
+    return parts
+
+
+def estimate(
+    shape: ModelShape,
+    token_lengths: Sequence[int],
+    config: TrainConfig,
+    device: Mapping[str, Any],
+    *,
+    quantized: bool,
+    eval_token_lengths: Sequence[int] = (),
+) -> dict[str, Any]:
+    """Pure arithmetic behind :func:`preflight` (tests feed it hypothetical GPUs).
+
+    Returns tokens (training tokens over all epochs, no padding), steps (optimizer steps), seconds
+    (estimate), gpu_memory_gb (or memory_gb on the CPU), checkpointing (whether it is needed to
+    fit), fits, message, and the inputs it used.
+    """
+    n = len(token_lengths)
+    if n == 0:
+        raise ConfigError([("dataset", "no training examples")])
+    device_kind = device.get("kind", "cpu")
+    max_length = config.max_length or max(token_lengths)
+    if shape.context_length:
+        max_length = min(max_length, shape.context_length)
+    clipped = [min(t, max_length) for t in token_lengths]
+    tokens_per_epoch = sum(clipped)
+    tokens = tokens_per_epoch * config.epochs
+    micro_batches_per_epoch = math.ceil(n / config.batch_size)
+    steps_per_epoch = max(1, math.ceil(micro_batches_per_epoch / config.grad_accum))
+    steps = steps_per_epoch * config.epochs
+    micro_batch_tokens = config.batch_size * max_length  # worst case: a batch of the longest examples
+
+    def memory(checkpointing: bool) -> dict[str, float]:
+        return estimate_memory(
+            shape,
+            config,
+            quantized=quantized,
+            micro_batch_tokens=micro_batch_tokens,
+            checkpointing=checkpointing,
+            device_kind=device_kind,
+        )
+
+    capacity = float(device.get("total_gb") or 0.0)
+    if device_kind == "cpu":
+        capacity = float(device.get("free_gb") or capacity)
+    without = memory(False)
+    with_ckpt = memory(True)
+    if config.gradient_checkpointing == "on":
+        checkpointing = True
+    elif config.gradient_checkpointing == "off" or device_kind == "cpu":
+        checkpointing = False
+    else:  # auto on a GPU: only when needed to fit (it costs about 20% speed)
+        checkpointing = capacity > 0 and without["total_gb"] > capacity
+    needed = (with_ckpt if checkpointing else without)["total_gb"]
+    fits = capacity <= 0 or needed <= capacity
+
+    flops_per_token = 4 * shape.total_params  # LoRA: forward 2N + activation-gradient backward 2N
+    if checkpointing:
+        flops_per_token += 2 * shape.total_params  # recomputed forward
+    eval_tokens = sum(min(t, max_length) for t in eval_token_lengths) * config.epochs
+    if device_kind == "cuda":
+        rate = float(device.get("peak_tflops") or DEFAULT_GPU_TFLOPS) * 1e12
+        rate *= ASSUMED_MFU_QLORA if quantized else ASSUMED_MFU_LORA
+    else:
+        rate = CPU_EFFECTIVE_FLOPS
+    compute_s = (tokens * flops_per_token + eval_tokens * 2 * shape.total_params) / rate
+    overhead_s = micro_batches_per_epoch * config.epochs * STEP_OVERHEAD_S.get(device_kind, 0.02)
+    seconds = compute_s + overhead_s
+
+    where = device.get("name") or device_kind
+    what = "GPU memory" if device_kind == "cuda" else "RAM"
+    mem_key = "gpu_memory_gb" if device_kind == "cuda" else "memory_gb"
+    if fits:
+        message = (
+            f"{tokens:,} training tokens, {steps:,} steps over {config.epochs} epochs, about "
+            f"{_duration(seconds)}; needs {_gigabytes(needed)} of {what}"
+            + (f" ({where}: {capacity:.0f} GB)" if capacity else "")
+            + (", with gradient checkpointing" if checkpointing else "")
+            + "."
+        )
+    else:
+        message = (
+            f"This job does not fit: it needs {_gigabytes(needed)} of {what} and {where} has "
+            f"{capacity:.1f} GB. "
+            f"Try a smaller batch (batch={max(1, config.batch_size // 2)} accum={config.grad_accum * 2} keeps "
+            f"the effective batch), a shorter max_length (now {max_length}), a smaller r, or a smaller base model."
+        )
+    return {
+        "tokens": tokens,
+        "tokens_per_epoch": tokens_per_epoch,
+        "examples": n,
+        "steps": steps,
+        "steps_per_epoch": steps_per_epoch,
+        "seconds": seconds,
+        mem_key: needed,
+        "memory_breakdown_gb": with_ckpt if checkpointing else without,
+        "capacity_gb": capacity,
+        "checkpointing": checkpointing,
+        "quantized": quantized,
+        "max_length": max_length,
+        "params": shape.total_params,
+        "trainable_params": shape.lora_params,
+        "device": dict(device),
+        "fits": fits,
+        "message": message,
+    }
+
+
+def _gigabytes(value: float) -> str:
+    return "under 0.1 GB" if value < 0.1 else f"about {value:.1f} GB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def preflight(
+    *,
+    base_model: str,
+    train_examples: Sequence[Messages],
+    eval_examples: Sequence[Messages] = (),
+    config: TrainConfig,
+) -> dict[str, Any]:
+    """Estimate a local training job before it starts (see :func:`estimate` for the keys).
+
+    ``base_model`` is what ``from_pretrained`` loads (resolve ``builtin:tiny`` first). Loads only the
+    tokenizer and the model config (no weights). ``fits`` is false, with a ``message`` that says why
+    and what to change, when the job cannot fit the GPU here (or, without a GPU, the free RAM).
+
+    Raises:
+        ConfigError: an option this machine cannot honour (see :func:`check_environment`).
+        BackendUnavailable: the base model's tokenizer or config cannot be loaded.
+    """
+    from engine.backends.local_qlora import load_tokenizer, token_length  # the recipe's own step 1
+
+    check_environment(config)
+    tokenizer = load_tokenizer(base_model, notes=[])
+    shape = model_shape(base_model, config)
+    device = device_info()
+    quantized = config.quantize == "auto" and probe_4bit(device["kind"])[0]
+    lengths = [token_length(tokenizer, m) for m in train_examples]
+    eval_lengths = [token_length(tokenizer, m) for m in eval_examples]
+    return estimate(shape, lengths, config, device, quantized=quantized, eval_token_lengths=eval_lengths)

@@ -1,0 +1,755 @@
+"""Local QLoRA fine-tuning: the recipe, top to bottom.
+
+:func:`train` runs one job's training on this machine with transformers + peft + trl + bitsandbytes
+(all imported inside functions: ``import engine`` never loads torch). The steps, in order:
+
+1. **Tokenizer.** Load it; give it a pad token if it has none (the EOS token, masked out of the loss
+   by the collator); refuse a model without a chat template; check that the template ends assistant
+   turns with the EOS token (otherwise the tuned model may not learn to stop: a note says so).
+2. **Loss mask.** Loss on assistant tokens only (``loss=assistant``, the default): TRL's
+   ``assistant_only_loss`` when the template has ``{% generation %}`` markers or TRL can patch it
+   in; otherwise the examples become prompt/completion pairs (the last assistant turn is the
+   completion), which TRL masks by itself (DESIGN.md, "Library facts").
+3. **Model.** 4-bit NF4 with double quantization and a bf16 (GPU) / fp32 (CPU) compute dtype when
+   bitsandbytes can quantize on this device (probed, not assumed: CUDA, and the CPU with
+   bitsandbytes >= 0.50), then ``prepare_model_for_kbit_training``. When it cannot, full-precision
+   LoRA, and a note and an event say so.
+4. **LoRA + SFTTrainer.** ``LoraConfig`` from the config; ``SFTConfig`` with every setting that
+   matters set explicitly (TRL's own defaults differ from the guide's: lr 2e-5, gradient
+   checkpointing on, bf16 on); no packing (without FlashAttention it lets examples attend to each
+   other); length-grouped batches (less padding, the same steps); evaluation and a checkpoint
+   each epoch; ``resume_from_checkpoint`` when resuming.
+5. **Progress.** A ``TrainerCallback`` turns the trainer's logs into ``step``/``eval``/``alert``
+   events on the injected sink and stops training when ``should_stop()`` says so (cancel).
+6. **Save.** The adapter in PEFT format with the tokenizer and a model card (``README.md`` and
+   ``ftbot_card.json``: base model, data hash, config, metrics). The loss chart is drawn by the
+   worker from the stored events (``engine.charts.loss_chart``), not here.
+
+:func:`preflight` (in ``local_preflight.py``, re-exported here) estimates tokens, steps, time and
+memory before any of that, and says whether the job fits the GPU (or, on the CPU, the RAM) here.
+
+Layout of ``output_dir``: ``checkpoints/checkpoint-<step>/`` (one per epoch, the last two kept),
+``adapter/`` (the result).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.backends.local_preflight import (
+    ModelShape,
+    check_environment,
+    estimate_memory,
+    preflight,
+    probe_4bit,
+    shape_of_model,
+)
+from engine.config import TrainConfig
+from engine.errors import BackendUnavailable, ConfigError, ResourceExhausted, TrainingFailed
+from engine.progress import ProgressEvent, ProgressSink, utcnow
+
+__all__ = ["TrainResult", "latest_checkpoint", "load_tokenizer", "preflight", "token_length", "train"]
+
+Messages = list[dict[str, Any]]
+
+ADAPTER_DIR = "adapter"
+CHECKPOINTS_DIR = "checkpoints"
+CARD_FILE = "ftbot_card.json"
+
+# Alert threshold (see the ProgressCallback in _make_progress_callback).
+EXPLODING_FACTOR = 2.0  # loss above 2x the lowest loss so far *and* above the first loss
+# At most this many step events per run: every step on short runs, every k-th step on long ones
+# (each event is a database row and, on a GPU, a host sync for the loss).
+MAX_STEP_EVENTS = 1000
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training produced.
+
+    ``adapter_dir`` holds the PEFT adapter, the tokenizer and the model card (it does not exist when
+    ``cancelled`` is true: a cancelled run saves nothing but its epoch checkpoints). ``metrics`` are
+    numbers (train_loss, final_loss, first_loss, eval_loss, steps, epochs, train_seconds, tokens,
+    tokens_per_second, peak_memory_gb, trainable_params, ...). ``notes`` are sentences for the user
+    about decisions made (quantization fallback, demo settings, loss mask, ...). ``resolved`` records
+    the settings decided at run time (optimizer, precision, max_length, loss_mode, gradient
+    checkpointing, device, library versions).
+    """
+
+    adapter_dir: Path
+    metrics: dict[str, float]
+    quantized: bool
+    notes: list[str]
+    cancelled: bool = False
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The recipe
+# ---------------------------------------------------------------------------------------------------
+
+
+def train(
+    *,
+    job_id: str,
+    base_model: str,
+    train_examples: Sequence[Messages],
+    eval_examples: Sequence[Messages],
+    config: TrainConfig,
+    output_dir: Path,
+    sink: ProgressSink,
+    should_stop: Callable[[], bool],
+    resume_from: Path | None = None,
+    dataset_hash: str | None = None,
+) -> TrainResult:
+    """Fine-tune ``base_model`` with LoRA (4-bit QLoRA when possible) on chat examples.
+
+    ``train_examples``/``eval_examples`` are message lists (``[{"role", "content"}, ...]``), already
+    validated and split; ``eval_examples`` may be empty (no per-epoch evaluation then). Events go
+    to ``sink`` as they happen (``log`` for each decision in ``notes``, ``step``, ``eval``,
+    ``alert``). ``should_stop`` is polled every step; when it returns true training stops at
+    the end of that step and the result has ``cancelled=True`` (no adapter is saved).
+    ``resume_from`` is a ``checkpoint-<step>`` directory or a directory holding them (the latest
+    complete one is used); training continues at the saved step with the same data and config.
+    When no complete checkpoint is there, training starts over and a note says so. ``dataset_hash``
+    (the stored file's hash) goes into the model card beside the hash of the examples themselves.
+
+    Raises:
+        ConfigError: options this machine cannot honour; a max_length that leaves no example.
+        BackendUnavailable: the model or tokenizer cannot be loaded, or has no chat template.
+        ResourceExhausted: out of memory (the message says what to change).
+        TrainingFailed: the loss became NaN or infinite (diverged).
+    """
+    check_environment(config)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = list(config.notes)
+    emit = _Emitter(job_id, sink)
+    for note in config.notes:
+        emit("log", note)
+    if should_stop():
+        return TrainResult(output_dir / ADAPTER_DIR, {}, False, notes, cancelled=True)
+
+    import datasets
+    import torch
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(config.seed)
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+
+    # 1. Tokenizer: pad token, chat template, EOS at the end of assistant turns.
+    tokenizer = load_tokenizer(base_model, notes=notes)
+    if not _eos_ends_assistant_turn(tokenizer):
+        notes.append(
+            f"The chat template does not end assistant turns with the EOS token {tokenizer.eos_token!r}; "
+            "the tuned model may not stop by itself (answers are cut at max_new_tokens)."
+        )
+
+    # 2. Loss mask and max_length.
+    loss_mode = _choose_loss_mode(tokenizer, config)
+    if loss_mode == "prompt_completion":
+        notes.append(
+            "This model's chat template has no assistant markers TRL can use, so each example trains on its "
+            "last assistant turn only (prompt/completion form)."
+        )
+    if any(m.get("weight") == 0 for ex in train_examples for m in ex if m.get("role") == "assistant"):
+        notes.append("Assistant turns with weight 0 are trained like the others by the local backend.")
+    if not train_examples:
+        raise ConfigError([("dataset", "there are no training examples")])
+    lengths = [token_length(tokenizer, ex) for ex in train_examples]
+    context = _context_length(tokenizer, base_model)
+    max_length = config.max_length or min(max(lengths), context)
+    kept = [ex for ex in train_examples if _prompt_fits(tokenizer, ex, max_length)]
+    if len(kept) < len(train_examples):
+        notes.append(
+            f"{len(train_examples) - len(kept)} example(s) whose prompt alone fills max_length={max_length} "
+            "were left out of training."
+        )
+    if loss_mode == "prompt_completion":  # the completion is the last turn: it must be the assistant's
+        answered = [ex for ex in kept if ex and ex[-1].get("role") == "assistant"]
+        if len(answered) < len(kept):
+            notes.append(
+                f"{len(kept) - len(answered)} example(s) not ending with an assistant turn were left out."
+            )
+        kept = answered
+    if not kept:
+        raise ConfigError(
+            [("max_length", f"{max_length} tokens leaves no example with room for its answer")],
+            hint=f"The longest example has {max(lengths)} tokens; raise max_length or shorten the prompts.",
+        )
+    held_out = [
+        ex
+        for ex in eval_examples
+        if _prompt_fits(tokenizer, ex, max_length)
+        and (loss_mode != "prompt_completion" or ex[-1].get("role") == "assistant")
+    ]
+    truncated = sum(1 for n in lengths if n > max_length)
+    if truncated:
+        notes.append(f"{truncated} example(s) longer than max_length={max_length} tokens are truncated.")
+
+    # 3. Model: 4-bit NF4 + double quantization when bitsandbytes can, else full-precision LoRA.
+    precision = _choose_precision(config, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported())
+    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    quantized, why_not = probe_4bit(device) if config.quantize == "auto" else (False, "")
+    load_kwargs: dict[str, Any] = {"dtype": compute_dtype}
+    if cuda:
+        load_kwargs["device_map"] = {"": torch.cuda.current_device()}
+    if quantized:
+        load_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    elif why_not:
+        notes.append(
+            f"4-bit loading is not available here ({why_not}); training full-precision LoRA instead."
+        )
+    else:
+        notes.append("quantize=off: LoRA on the unquantized weights, as asked (more memory, usually faster).")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base_model, **load_kwargs)
+    except (OSError, ValueError) as exc:
+        raise BackendUnavailable(
+            f"Cannot load the base model {base_model!r}: {exc}",
+            hint="Check the model id or directory (a GPU host needs network access or a local copy).",
+        ) from exc
+    shape = shape_of_model(model, config)
+    checkpointing = _choose_checkpointing(
+        config, shape, cuda=cuda, quantized=quantized, max_length=max_length
+    )
+    model.config.use_cache = False  # the KV cache is useless in training and costs memory
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+
+    # 4. LoRA + SFTTrainer with every setting that matters set explicitly.
+    peft_config = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    optimizer = config.resolve_optimizer(cuda=cuda)
+    if config.optimizer not in ("auto", optimizer):
+        notes.append(f"optimizer={config.optimizer} needs CUDA; using {optimizer} on the CPU.")
+    report_to = "none" if config.report == "none" else [config.report]
+    checkpoints_dir = output_dir / CHECKPOINTS_DIR
+    total_steps = config.epochs * math.ceil(math.ceil(len(kept) / config.batch_size) / config.grad_accum)
+    args = SFTConfig(
+        output_dir=str(checkpoints_dir),
+        seed=config.seed,
+        data_seed=config.seed,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        optim=optimizer,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not cuda,
+        activation_checkpointing=checkpointing,  # transformers 5.24's name for gradient_checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        max_length=max_length,
+        packing=False,  # without FlashAttention, packed examples would attend to each other
+        padding_free=False,
+        assistant_only_loss=loss_mode == "assistant_only",
+        completion_only_loss=None if loss_mode == "prompt_completion" else False,
+        train_sampling_strategy="group_by_length",  # similar lengths share a batch: less padding
+        pad_to_multiple_of=8 if cuda else None,
+        logging_strategy="steps",
+        logging_steps=max(1, math.ceil(total_steps / MAX_STEP_EVENTS)),
+        eval_strategy="epoch" if held_out else "no",
+        save_strategy="epoch",
+        save_total_limit=2,
+        report_to=report_to,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    decided = {
+        "device": device,
+        "quantized": quantized,
+        "precision": precision,
+        "optimizer": optimizer,
+        "gradient_checkpointing": checkpointing,
+        "max_length": max_length,
+        "loss_mode": loss_mode,
+        "target_modules": config.target,
+        "versions": _versions(),
+    }
+    for note in notes[len(config.notes) :]:
+        emit("log", note)
+    summary = (
+        f"Training {'4-bit QLoRA' if quantized else 'LoRA'} on {device} in {precision}, optimizer {optimizer}, "
+        f"max_length {max_length}, gradient checkpointing {'on' if checkpointing else 'off'}."
+    )
+    notes.append(summary)
+    emit("log", summary, data={"resolved": decided})
+
+    # 5. Progress events and cancel, through a TrainerCallback.
+    progress = _make_progress_callback(emit, should_stop)
+    datasets.disable_progress_bars()  # our events are the progress display; keep the worker log readable
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=_to_dataset(kept, loss_mode),
+        eval_dataset=_to_dataset(held_out, loss_mode) if held_out else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[progress],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+    resume = _find_checkpoint(Path(resume_from)) if resume_from is not None else None
+    if resume_from is not None and resume is None:
+        note = f"No complete checkpoint in {resume_from}; training starts from the beginning."
+        notes.append(note)
+        emit("log", note)
+    if should_stop():  # loading a large model takes minutes: a cancel may have come meanwhile
+        return TrainResult(output_dir / ADAPTER_DIR, {}, quantized, notes, cancelled=True, resolved=decided)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.monotonic()
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except torch.OutOfMemoryError as exc:
+        raise ResourceExhausted(
+            "Training ran out of GPU memory.",
+            hint="Try a smaller batch (with more accum), a shorter max_length, a smaller r, or checkpointing=on.",
+        ) from exc
+    except MemoryError as exc:
+        raise ResourceExhausted(
+            "Training ran out of memory.", hint="Try a smaller batch or max_length."
+        ) from exc
+    if progress.diverged:
+        raise TrainingFailed(
+            progress.diverged, hint="Try a lower lr (for example half of it) or a larger batch."
+        )
+
+    metrics = _metrics(trainer, output, started=started, cuda=cuda, shape=shape)
+    if progress.cancelled:
+        return TrainResult(
+            output_dir / ADAPTER_DIR, metrics, quantized, notes, cancelled=True, resolved=decided
+        )
+
+    # 6. Save: adapter (PEFT format) + tokenizer + model card.
+    adapter_dir = output_dir / ADAPTER_DIR
+    trainer.model.save_pretrained(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
+    _write_card(
+        adapter_dir,
+        base_model=base_model,
+        config=config,
+        metrics=metrics,
+        resolved=decided,
+        notes=notes,
+        data_hash=_examples_hash(kept),
+        dataset_hash=dataset_hash,
+    )
+    return TrainResult(adapter_dir, metrics, quantized, notes, resolved=decided)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recipe steps
+# ---------------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(base_model: str, *, notes: list[str]) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+    except (OSError, ValueError) as exc:
+        raise BackendUnavailable(
+            f"Cannot load the tokenizer of {base_model!r}: {exc}",
+            hint="Check the model id or directory.",
+        ) from exc
+    if not getattr(tokenizer, "chat_template", None):
+        raise BackendUnavailable(
+            f"The base model {base_model!r} has no chat template, so chat examples cannot be formatted for it.",
+            hint="Use an instruction-tuned (chat) model, or builtin:tiny to try the workflow.",
+        )
+    if tokenizer.pad_token is None:
+        # The collator masks padding out of the loss, so reusing EOS as padding is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+        notes.append("The tokenizer had no pad token; it pads with the EOS token.")
+    tokenizer.padding_side = "right"  # training pads on the right; generation code sets left itself
+    return tokenizer
+
+
+def _render(tokenizer: Any, messages: Messages, **kwargs: Any) -> str:
+    return tokenizer.apply_chat_template(_clean(messages), tokenize=False, **kwargs)
+
+
+def token_length(tokenizer: Any, messages: Messages) -> int:
+    return len(tokenizer(_render(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
+def _prompt_fits(tokenizer: Any, messages: Messages, max_length: int) -> bool:
+    """Whether the prompt (everything before the last assistant turn) leaves room for an answer."""
+    prompt = _render(tokenizer, messages[:-1], add_generation_prompt=True)
+    return len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) < max_length
+
+
+def _eos_ends_assistant_turn(tokenizer: Any) -> bool:
+    probe = "ftbot-probe-answer"
+    text = _render(tokenizer, [{"role": "user", "content": "q"}, {"role": "assistant", "content": probe}])
+    tail = text[text.rfind(probe) + len(probe) :]
+    return bool(tokenizer.eos_token) and tokenizer.eos_token in tail
+
+
+def _choose_loss_mode(tokenizer: Any, config: TrainConfig) -> str:
+    """``assistant_only`` (TRL masks via generation markers), ``prompt_completion`` (the template
+    cannot carry markers: train on the last assistant turn) or ``all`` (loss=all)."""
+    if config.loss == "all":
+        return "all"
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if has_generation_markers(tokenizer.chat_template):
+        return "assistant_only"
+    try:
+        patched = get_training_chat_template(tokenizer)
+    except (ValueError, NotImplementedError):
+        return "prompt_completion"
+    return "assistant_only" if patched is not None else "prompt_completion"
+
+
+def _choose_precision(config: TrainConfig, *, cuda: bool, bf16_ok: bool) -> str:
+    if config.precision != "auto":
+        if config.precision in ("bf16", "fp16") and not cuda:
+            return "fp32"  # half precision training on the CPU is slow or unsupported
+        return config.precision
+    if cuda:
+        return "bf16" if bf16_ok else "fp16"
+    return "fp32"
+
+
+def _choose_checkpointing(
+    config: TrainConfig, shape: ModelShape, *, cuda: bool, quantized: bool, max_length: int
+) -> bool:
+    if config.gradient_checkpointing != "auto":
+        return config.gradient_checkpointing == "on"
+    if not cuda or shape.total_params < 200_000_000:
+        return False  # the CPU and small models: memory is not the constraint, speed is
+    import torch
+
+    # The estimate includes the weights, which are loaded by now: compare with the whole GPU, as
+    # preflight does, not with what is still free.
+    _free, total = torch.cuda.mem_get_info()
+    need = estimate_memory(
+        shape,
+        config,
+        quantized=quantized,
+        micro_batch_tokens=config.batch_size * max_length,
+        checkpointing=False,
+        device_kind="cuda",
+    )["total_gb"]
+    return need > total / 1e9
+
+
+def _context_length(tokenizer: Any, base_model: str) -> int:
+    from transformers import AutoConfig
+
+    limit = 1 << 30
+    try:
+        text = AutoConfig.from_pretrained(base_model).get_text_config()
+        limit = int(getattr(text, "max_position_embeddings", 0) or limit)
+    except (OSError, ValueError):
+        pass
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < 1 << 30:  # tokenizers without a limit say 1e30
+        limit = min(limit, model_max)
+    return limit
+
+
+_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+
+
+def _clean(messages: Messages) -> Messages:
+    """Keep the keys chat templates understand (``weight`` is OpenAI's, not the template's)."""
+    return [{k: m[k] for k in _MESSAGE_KEYS if k in m and m[k] is not None} for m in messages]
+
+
+def _to_dataset(examples: Sequence[Messages], loss_mode: str) -> Any:
+    from datasets import Dataset
+
+    if loss_mode == "prompt_completion":
+        rows = [{"prompt": _clean(ex[:-1]), "completion": _clean(ex[-1:])} for ex in examples]
+    else:
+        rows = [{"messages": _clean(ex)} for ex in examples]
+    return Dataset.from_list(rows)
+
+
+def _find_checkpoint(path: Path) -> Path | None:
+    """``path`` itself when it is a checkpoint, else its latest ``checkpoint-<step>`` (also looking
+    in ``path/checkpoints``)."""
+    if (path / "trainer_state.json").exists():
+        return path
+    if path.name.startswith("checkpoint-"):  # half written (killed while saving): the one before it
+        return latest_checkpoint(path.parent)
+    return latest_checkpoint(path)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint under ``output_dir`` (or ``output_dir/checkpoints``), or None."""
+    for folder in (Path(output_dir) / CHECKPOINTS_DIR, Path(output_dir)):
+        found = [
+            p
+            for p in folder.glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()
+        ]
+        if found:
+            return max(found, key=lambda p: int(p.name.split("-")[-1]))
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------------------
+
+
+class _Emitter:
+    """Builds events for one job and sends them to the sink."""
+
+    def __init__(self, job_id: str, sink: ProgressSink) -> None:
+        self.job_id = job_id
+        self.sink = sink
+
+    def __call__(self, kind: str, message: str = "", **fields_: Any) -> None:
+        self.sink.emit(ProgressEvent(job_id=self.job_id, kind=kind, message=message, at=utcnow(), **fields_))
+
+
+def _make_progress_callback(emit: _Emitter, should_stop: Callable[[], bool]) -> Any:
+    """Build the TrainerCallback (defined here: transformers is imported inside functions only)."""
+    import torch
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        """Trainer logs -> step / eval / alert events; should_stop() -> stop after this step.
+
+        Alerts: ``loss_nan`` (stops training: it has diverged), ``loss_exploding`` (loss above twice
+        its lowest value so far and above where it started), ``overfitting`` (eval loss rose at two
+        evaluations in a row). Each alert is sent once.
+        """
+
+        def __init__(self) -> None:
+            self.cancelled = False
+            self.diverged: str | None = None
+            self._alerted: set[str] = set()
+            self._losses: list[float] = []
+            self._eval_losses: list[float] = []
+            self._t0 = self._last_t = time.monotonic()
+            self._step0 = 0
+            self._last_tokens = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            self._t0 = self._last_t = time.monotonic()
+            self._step0 = state.global_step  # > 0 when resuming: the ETA counts this run's pace only
+            self._last_tokens = state.num_input_tokens_seen or 0
+
+        def _check_stop(self, control: Any) -> None:
+            if not self.cancelled and should_stop():
+                self.cancelled = True
+                control.should_training_stop = True
+
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            self._check_stop(control)
+
+        def on_substep_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            self._check_stop(control)
+
+        def on_epoch_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if self.cancelled or self.diverged:  # no evaluation or checkpoint for a stopped run
+                control.should_evaluate = False
+                control.should_save = False
+
+        def _alert(self, code: str, message: str, state: Any) -> None:
+            if code not in self._alerted:
+                self._alerted.add(code)
+                emit("alert", message, step=state.global_step, epoch=state.epoch, data={"code": code})
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+            if not state.is_world_process_zero or not logs:
+                return
+            if "eval_loss" in logs:
+                self._on_eval(float(logs["eval_loss"]), state)
+            if "loss" in logs:
+                self._on_step(logs, state, control)
+
+        def _on_step(self, logs: Mapping[str, Any], state: Any, control: Any) -> None:
+            now = time.monotonic()
+            loss = float(logs["loss"])
+            step, total = state.global_step, state.max_steps
+            tokens = state.num_input_tokens_seen or 0
+            window = max(now - self._last_t, 1e-9)
+            elapsed = now - self._t0
+            done = step - self._step0
+            metrics: dict[str, float] = {
+                "loss": loss,
+                "learning_rate": float(logs.get("learning_rate", 0.0)),
+                "tokens_per_second": (tokens - self._last_tokens) / window,  # non-padding tokens
+                "tokens_seen": float(tokens),
+                "elapsed_seconds": elapsed,
+            }
+            if done > 0:  # the pace of this run (a resumed run counts from where it resumed)
+                metrics["eta_seconds"] = (total - step) * elapsed / done
+            if "grad_norm" in logs and logs["grad_norm"] is not None:
+                metrics["grad_norm"] = float(logs["grad_norm"])
+            if torch.cuda.is_available():
+                metrics["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+            self._last_t, self._last_tokens = now, tokens
+            emit(
+                "step",
+                f"step {step}/{total} · loss {loss:.4f} · lr {metrics['learning_rate']:.2e}",
+                step=step,
+                total=total,
+                epoch=state.epoch,
+                metrics=metrics,
+            )
+            if not math.isfinite(loss):
+                self.diverged = f"The training loss became {loss} at step {step}: training diverged."
+                self._alert("loss_nan", self.diverged, state)
+                control.should_training_stop = True
+                return
+            if (
+                len(self._losses) >= 3
+                and loss > EXPLODING_FACTOR * min(self._losses)
+                and loss > self._losses[0]
+            ):
+                self._alert(
+                    "loss_exploding",
+                    f"The training loss jumped to {loss:.3f} at step {step} (lowest so far "
+                    f"{min(self._losses):.3f}): the learning rate may be too high.",
+                    state,
+                )
+            self._losses.append(loss)
+
+        def _on_eval(self, eval_loss: float, state: Any) -> None:
+            self._eval_losses.append(eval_loss)
+            emit(
+                "eval",
+                f"eval loss {eval_loss:.4f} after epoch {state.epoch:g}",
+                step=state.global_step,
+                total=state.max_steps,
+                epoch=state.epoch,
+                metrics={"eval_loss": eval_loss},
+            )
+            last = self._eval_losses[-3:]
+            if len(last) == 3 and last[0] < last[1] < last[2]:
+                self._alert(
+                    "overfitting",
+                    "The eval loss rose at two evaluations in a row ("
+                    + " → ".join(f"{x:.3f}" for x in last)
+                    + "): the model is probably overfitting. Fewer epochs or more varied examples may help.",
+                    state,
+                )
+
+    return ProgressCallback()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Results: metrics, model card
+# ---------------------------------------------------------------------------------------------------
+
+
+def _metrics(trainer: Any, output: Any, *, started: float, cuda: bool, shape: ModelShape) -> dict[str, float]:
+    import torch
+
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    seconds = float(output.metrics.get("train_runtime", time.monotonic() - started))
+    tokens = float(trainer.state.num_input_tokens_seen or 0)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    metrics: dict[str, float] = {
+        "train_loss": float(output.training_loss),
+        "steps": float(trainer.state.global_step),
+        "total_steps": float(trainer.state.max_steps),
+        "epochs": float(trainer.state.epoch or 0.0),
+        "train_seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        "trainable_params": float(trainable),
+        "params": float(shape.total_params),
+    }
+    if losses:
+        metrics["first_loss"] = float(losses[0])
+        metrics["final_loss"] = float(losses[-1])
+    if evals:
+        metrics["eval_loss"] = float(evals[-1])
+        metrics["best_eval_loss"] = float(min(evals))
+    if cuda:
+        metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    return metrics
+
+
+def _examples_hash(examples: Sequence[Messages]) -> str:
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps(ex, sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {}
+    for name in ("torch", "transformers", "peft", "trl", "bitsandbytes", "datasets"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _write_card(
+    adapter_dir: Path,
+    *,
+    base_model: str,
+    config: TrainConfig,
+    metrics: Mapping[str, float],
+    resolved: Mapping[str, Any],
+    notes: Sequence[str],
+    data_hash: str,
+    dataset_hash: str | None,
+) -> None:
+    card = {
+        "base_model": base_model,
+        "base_model_name": config.base_model,
+        "dataset_hash": dataset_hash,
+        "examples_sha256": data_hash,
+        "config": config.to_dict(),
+        "resolved": dict(resolved),
+        "metrics": dict(metrics),
+        "notes": list(notes),
+        "created_at": utcnow().isoformat(),
+    }
+    (adapter_dir / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
+    rows = "\n".join(f"| {k} | {v:.6g} |" for k, v in metrics.items())
+    (adapter_dir / "README.md").write_text(
+        f"# LoRA adapter trained by ftbot\n\n"
+        f"- Base model: `{config.base_model or base_model}`\n"
+        f"- Method: {'4-bit QLoRA' if resolved.get('quantized') else 'LoRA'}, r={config.lora_r}, "
+        f"alpha={config.lora_alpha}, dropout={config.lora_dropout}, target={config.target}\n"
+        f"- Training: lr={config.learning_rate:g}, epochs={config.epochs}, batch={config.batch_size} x "
+        f"accum={config.grad_accum}, {config.scheduler} schedule, warm-up {config.warmup_ratio:g}, seed {config.seed}\n"
+        f"- Data: {dataset_hash or '(file hash not given)'}; examples sha256 {data_hash}\n\n"
+        f"| metric | value |\n| --- | --- |\n{rows}\n\n"
+        + ("## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
+        + "\nLoad it with `PeftModel.from_pretrained(base, this_directory)`. Full details: `ftbot_card.json`.\n"
+    )

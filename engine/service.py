@@ -1,0 +1,495 @@
+"""The use-case layer: :class:`Engine`, the one facade ``bot/`` and the CLI use.
+
+Validate and store datasets, submit / confirm / cancel jobs, list jobs and their events, run the
+queue (the scheduler), run one job in the foreground (``ftbot run``), the model registry and
+channel defaults, and ``ask``. Every method raises only :class:`~engine.errors.FtbotError`
+subclasses for things a user can cause; their messages are safe to show.
+
+Who may see what: methods that take ``team`` never return another team's jobs, datasets or
+models (a missing and a foreign id look the same: ``*NotFound``).
+
+Heavy work never happens here: training and evaluation run in a worker process
+(``engine.worker``) that the scheduler starts; ``ask`` hands the question to the model server's
+generation thread. Backends are picked by ``job.backend``: ``local`` jobs go through the
+dispatcher's queue one at a time (the GPU); a backend with a worker pipeline
+(``engine.worker.PIPELINES``, e.g. ``openai`` once wired) runs in workers beside it; anything else
+plugs in through :attr:`Engine.backend_runners` (called on submit).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engine.errors import (
+    BackendUnavailable,
+    DatasetError,
+    DatasetNotFound,
+    InvalidTransition,
+    PermissionDenied,
+    UsageError,
+)
+from engine.jobs import Job, JobState, new_job_id
+from engine.progress import ProgressEvent, ProgressSink, utcnow
+from engine.scheduler import Dispatcher, Launcher, Scheduler
+from engine.settings import BUILTIN_TINY, Settings
+from engine.store import DatasetRecord, ModelRecord, Store
+
+SinkFactory = Callable[[Job], ProgressSink]
+
+
+class Engine:
+    """ftbot's engine, assembled from settings.
+
+    Args:
+        settings: paths and limits (``Settings.from_env()``).
+        store: an open :class:`Store` (default: the database under ``settings.home``).
+        clock: the time source for jobs and events.
+        openai_client: passed to the OpenAI backend (tests give one pointed at a fake server).
+        sink_for: ``job -> ProgressSink`` where the scheduler relays each job's events (the bot's
+            Slack card, the console). None: events are only stored.
+        launcher: how worker processes start (default: ``python -m engine.worker``).
+        remote_backends: backends whose jobs run in workers beside the GPU job (default: every
+            backend ``engine.worker.PIPELINES`` has besides ``local``).
+        scheduler_interval: seconds between scheduler ticks.
+        throttle_seconds: at most one ``step`` event per job per this many seconds reaches a sink.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        openai_client: Any = None,
+        sink_for: SinkFactory | None = None,
+        launcher: Launcher | None = None,
+        scheduler_interval: float = 0.5,
+        throttle_seconds: float = 1.0,
+        remote_backends: Iterable[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.openai_client = openai_client
+        self._owns_store = store is None
+        self.store = store or Store.open(settings.db_path, datasets_dir=settings.datasets_dir, clock=clock)
+        if remote_backends is None:
+            # Every backend the worker has a pipeline for, other than the GPU one, runs beside it.
+            from engine.worker import PIPELINES
+
+            remote_backends = set(PIPELINES) - {"local"}
+        self.dispatcher = Dispatcher(
+            self.store,
+            settings,
+            sink_for=sink_for,
+            launcher=launcher,
+            clock=clock,
+            throttle_seconds=throttle_seconds,
+            remote_backends=remote_backends,
+        )
+        self.scheduler = Scheduler(self.dispatcher, interval=scheduler_interval)
+        # backend name -> callable(engine, job) run on submit for backends the local queue does not
+        # run (the OpenAI backend registers here).
+        self.backend_runners: dict[str, Callable[[Engine, Job], None]] = {}
+        # The OpenAI backend: jobs driven by scheduler pollers, /ask through chat completions
+        # (engine/openai_pipeline.py registers itself in backend_runners and as ask_remote).
+        from engine.openai_pipeline import OpenAIPipeline
+
+        self.openai = OpenAIPipeline.install(self)
+        self._server: Any = None
+        self._server_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, *, run_queue: bool = True) -> None:
+        """Start the scheduler: recover jobs a previous run left behind, then run the queue.
+        ``run_queue=False``: only the remote backends' pollers (a CLI following one remote job)."""
+        self.scheduler.start(run_queue=run_queue)
+        self.openai.recover()
+
+    def stop(self) -> None:
+        """Stop the scheduler (running workers keep going; a restart follows them again)."""
+        self.openai.stop()
+        self.scheduler.stop()
+
+    def close(self) -> None:
+        self.stop()
+        with self._server_lock:
+            if self._server is not None:
+                self._server.close(wait=False)
+                self._server = None
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- datasets
+
+    def validate_file(self, path: Path, *, base_model: str | None = None) -> Any:
+        """Validate a dataset file; returns the ``ValidationReport`` (never raises for bad data).
+
+        With ``base_model`` (or a local default base model), token counts use that model's
+        tokenizer and chat template; otherwise they are estimates, and the report says so.
+        """
+        from engine import dataset
+
+        counter = self._token_counter(base_model)
+        kwargs: dict[str, Any] = {}
+        if counter is not None:
+            kwargs["token_counter"] = counter
+        return dataset.validate_file(Path(path), **kwargs)
+
+    def _token_counter(self, base_model: str | None) -> Callable[[list[dict[str, Any]]], int] | None:
+        if base_model is None:
+            return None
+        from engine.openai_pipeline import is_openai_model
+
+        if is_openai_model(base_model):  # no local tokenizer: the report's counts are estimates
+            return None
+        try:
+            from engine.backends import local_tokens
+            from engine.backends.local_tiny import resolve_base_model
+
+            return local_tokens.count_tokens_factory(
+                resolve_base_model(base_model, self.settings.builtin_dir)
+            )
+        except ImportError:
+            return None
+
+    def add_dataset(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        uploaded_by: str = "",
+        team: str = "",
+        channel: str = "",
+        base_model: str | None = None,
+    ) -> DatasetRecord:
+        """Validate a file and store it (content-addressed), usable or not; the record carries the
+        report (``record.report``, ``record.usable``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise DatasetNotFound(f"The file {path} does not exist.", hint="Check the path.")
+        report = self.validate_file(path, base_model=base_model)
+        record = self.store.add_dataset(
+            path,
+            name=name or path.name,
+            uploaded_by=uploaded_by,
+            team=team,
+            channel=channel,
+            report=report.to_dict(),
+        )
+        self.store.audit(
+            uploaded_by, "dataset.add", record.hash, {"name": record.name, "usable": record.usable}
+        )
+        return record
+
+    def dataset(self, dataset_hash: str, *, team: str | None = None) -> DatasetRecord:
+        return self.store.get_dataset(dataset_hash, team=team)
+
+    def latest_dataset(self, team: str, channel: str) -> DatasetRecord | None:
+        """The channel's latest usable dataset, or None."""
+        return self.store.latest_dataset(team, channel)
+
+    # ----------------------------------------------------------------- jobs
+
+    def submit(
+        self,
+        dataset_hash: str,
+        *,
+        options: Mapping[str, str] | None = None,
+        owner: str = "",
+        team: str = "",
+        channel: str = "",
+        reply_to: Mapping[str, Any] | None = None,
+        eval_dataset_hash: str | None = None,
+        confirmed: bool = False,
+    ) -> Job:
+        """Queue a fine-tuning job. Checks everything that can be checked without a GPU first.
+
+        Raises:
+            ConfigError: bad options (every problem listed, with what is accepted).
+            DatasetNotFound: no such dataset in this team.
+            DatasetError: the dataset (or eval file) is not usable; ``report`` says why.
+            BackendUnavailable: the backend cannot run here (e.g. no OpenAI key).
+        """
+        from engine.config import parse_options
+
+        options = {str(k): str(v) for k, v in (options or {}).items()}
+        config = parse_options(options, base_model=self.settings.base_model)
+        base_model = config.base_model or self.settings.base_model
+        scope = team if team else None
+        record = self._usable_dataset(dataset_hash, scope, "dataset")
+        eval_record = (
+            self._usable_dataset(eval_dataset_hash, scope, "eval file") if eval_dataset_hash else None
+        )
+        if (
+            config.backend not in self.dispatcher.worker_backends
+            and config.backend not in self.backend_runners
+        ):
+            raise BackendUnavailable(
+                f"The {config.backend} backend is not available in this installation.",
+                hint="Use backend=local.",
+            )
+        now = self.clock()
+        job = Job(
+            id=new_job_id(),
+            backend=config.backend,
+            base_model=base_model,
+            dataset_hash=record.hash,
+            eval_dataset_hash=eval_record.hash if eval_record else None,
+            created_at=now,
+            updated_at=now,
+            config=config.to_dict(),
+            owner=owner,
+            team=team,
+            channel=channel,
+            reply_to=dict(reply_to or {}),
+            result={"dataset_name": record.name, **({"confirmed": True} if confirmed else {})},
+        )
+        ahead = len([j for j in self.store.queued_jobs() if not j.result.get("awaiting_confirmation")])
+        running = bool(
+            self.store.jobs(
+                states=(JobState.VALIDATING, JobState.BASELINE, JobState.TRAINING, JobState.EVALUATING),
+                limit=1,
+            )
+        )
+        where = "next in line" if not ahead and not running else f"position {ahead + 1} in the queue"
+        self.store.add_job(
+            job, message=f"Queued ({where}): fine-tune {describe_base_model(base_model)} on {record.name}."
+        )
+        self.store.audit(owner, "job.submit", job.id, {"dataset": record.hash, "options": options})
+        runner = self.backend_runners.get(job.backend)
+        if runner is not None:
+            runner(self, job)
+        return self.store.get_job(job.id)
+
+    def _usable_dataset(self, dataset_hash: str, team: str | None, what: str) -> DatasetRecord:
+        record = self.store.get_dataset(dataset_hash, team=team)
+        if not record.usable:
+            errors = list((record.report or {}).get("errors") or [])
+            first = errors[0].get("message") if errors and isinstance(errors[0], Mapping) else None
+            raise DatasetError(
+                f"The {what} {record.name} is not usable" + (f": {first}" if first else "."),
+                report=record.report,
+                hint="Fix the errors the validation reported and upload it again.",
+            )
+        return record
+
+    def confirm(self, job_id: str, *, user: str, team: str | None = None) -> Job:
+        """Accept a job's cost estimate so it can start (jobs waiting for a confirmation)."""
+        job = self.store.get_job(job_id, team=team)
+        if job.owner and user != job.owner:
+            raise PermissionDenied("Only the person who started this job can confirm its cost.")
+        self.store.audit(user, "job.confirm", job_id)
+        job = self.store.update_job(job_id, result={"awaiting_confirmation": False, "confirmed": True})
+        self.openai.confirmed(job_id)  # an OpenAI job starts now rather than at its next poll
+        return job
+
+    def cancel(self, job_id: str, *, user: str, is_admin: bool = False, team: str | None = None) -> Job:
+        """Cancel a job (its owner or an admin). A running worker is told to stop at once and is
+        ended within seconds; partial files are removed.
+
+        Raises:
+            JobNotFound, PermissionDenied, UsageError (the job already finished).
+        """
+        job = self.store.get_job(job_id, team=team)
+        if not is_admin and job.owner and user != job.owner:
+            raise PermissionDenied(
+                f"Only the job's owner (<@{job.owner}>) or an admin can cancel {job_id}.",
+            )
+        if job.is_final:
+            raise UsageError(
+                f"Job {job_id} already finished ({job.state.value}); there is nothing to cancel."
+            )
+        try:
+            job = self.store.transition(
+                job_id,
+                JobState.CANCELLED,
+                now=self.clock(),
+                message=f"Cancelled by {user or 'a user'}.",
+                data={"by": user},
+            )
+        except InvalidTransition as exc:  # it finished in the meantime
+            raise UsageError(f"Job {job_id} finished before it could be cancelled.") from exc
+        self.store.audit(user, "job.cancel", job_id, {"admin": is_admin})
+        self.dispatcher.terminate(job_id)
+        self.openai.on_cancel(job)  # an OpenAI job: cancel the remote job too
+        return job
+
+    def job(self, job_id: str, *, team: str | None = None) -> Job:
+        return self.store.get_job(job_id, team=team)
+
+    def jobs(
+        self,
+        *,
+        team: str | None = None,
+        channel: str | None = None,
+        state: JobState | str | None = None,
+        active_only: bool = False,
+        limit: int = 20,
+    ) -> list[Job]:
+        """Jobs, newest first. ``active_only``: queued and running ones."""
+        states = None
+        if active_only:
+            states = tuple(s for s in JobState if not s.is_final)
+        return self.store.jobs(state=state, states=states, team=team, channel=channel, limit=limit)
+
+    def queue_position(self, job_id: str) -> int | None:
+        return self.store.queue_position(job_id)
+
+    def events(self, job_id: str, after_seq: int = 0) -> list[ProgressEvent]:
+        return self.store.events(job_id, after_seq=after_seq)
+
+    def set_reply_to(self, job_id: str, reply_to: Mapping[str, Any]) -> Job:
+        """Record where the job's card lives (opaque to the engine) so progress survives restarts."""
+        job = self.store.update_job(job_id, reply_to=dict(reply_to))
+        self.dispatcher.refresh_sink(job_id)
+        return job
+
+    def evaluation(self, job_id: str, *, team: str | None = None) -> dict[str, Any] | None:
+        """The job's evaluation report (``engine.evaluate.build_report`` dict), or None."""
+        self.store.get_job(job_id, team=team)
+        return self.store.get_eval(job_id)
+
+    def run_job(self, job_id: str, sink: ProgressSink, *, poll_seconds: float = 0.2) -> Job:
+        """Run a queued local job now, in a worker process, following it to the end (blocking).
+        Events go to ``sink`` as they happen. Ctrl-C cancels the job. Returns the final job."""
+        job = self.store.get_job(job_id)
+        if job.backend == "openai" and self.openai.enabled:  # driven here, in this thread (no worker)
+            return self.openai.run_foreground(job_id, sink, poll_seconds=poll_seconds)
+        if job.backend not in self.dispatcher.worker_backends:
+            raise BackendUnavailable(f"Jobs of the {job.backend} backend do not run in a worker here.")
+        if job.state is not JobState.QUEUED:
+            raise UsageError(f"Job {job_id} is {job.state.value}; only a queued job can be run.")
+        return self.dispatcher.run_foreground(job_id, sink, poll_seconds=poll_seconds)
+
+    # ----------------------------------------------------------------- models
+
+    def models(self, team: str, *, channel: str | None = None) -> list[ModelRecord]:
+        return self.store.models(team, channel=channel)
+
+    def model(self, model_id: str, *, team: str) -> ModelRecord:
+        return self.store.get_model(model_id, team=team)
+
+    def current_model(self, team: str, channel: str) -> ModelRecord | None:
+        """The channel's default model: the latest fine-tune that was not worse than its baseline,
+        unless someone chose another. None when the channel has none."""
+        return self.store.default_model(team, channel)
+
+    def set_default_model(self, team: str, channel: str, model_id: str | None, *, user: str = "") -> None:
+        """Choose the channel's model (any of the team's models, whatever its verdict); None resets."""
+        self.store.set_default(team, channel, model_id, set_by=user)
+        self.store.audit(user, "model.default", model_id or "", {"team": team, "channel": channel})
+
+    def _model_server(self) -> Any:
+        with self._server_lock:
+            if self._server is None:
+                from engine.backends.local_serving import ModelServer
+
+                self._server = ModelServer.from_settings(self.settings)
+            return self._server
+
+    def ask(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        team: str = "",
+        channel: str = "",
+        compare: bool = False,
+        wait_seconds: float | None = None,
+    ) -> Any:
+        """Answer ``prompt`` with ``model`` (an id of the team's), else the channel's current model,
+        else the base model. Returns an ``Answer``; with ``compare``, ``(base_answer, tuned_answer)``.
+        Blocking: call it off the Slack listener threads.
+
+        Raises:
+            ModelNotFound: ``model`` is not one of the team's.
+            UsageError: empty prompt; ``compare`` without a fine-tuned model.
+            BackendUnavailable / GenerationError / ResourceExhausted: the model could not answer.
+        """
+        if not prompt or not prompt.strip():
+            raise UsageError("The question is empty.", hint="Write a question after the command.")
+        record = self.store.get_model(model, team=team) if model else self.current_model(team, channel)
+        wait = wait_seconds if wait_seconds is not None else self.settings.ask_timeout_seconds + 30
+        if record is not None and record.kind != "local_adapter":
+            runner = getattr(self, "ask_remote", None)
+            if runner is None:
+                raise BackendUnavailable(
+                    f"Model {record.id} is an OpenAI model; that backend is not set up here."
+                )
+            return runner(record, prompt, compare=compare)
+        server = self._model_server()
+        if record is None:
+            if compare:
+                raise UsageError(
+                    "This channel has no fine-tuned model yet, so there is nothing to compare.",
+                    hint="Fine-tune one with /finetune, or name one with model=ID.",
+                )
+            return server.ask(
+                prompt,
+                base_model=self.settings.base_model,
+                wait_seconds=wait,
+                label=f"base:{self.settings.base_model}",
+            )
+        if compare:
+            return server.compare(
+                prompt,
+                base_model=record.base_model,
+                adapter=record.path,
+                system_prompt=record.system_prompt,
+                label=record.id,
+                wait_seconds=wait,
+            )
+        return server.ask(
+            prompt,
+            base_model=record.base_model,
+            adapter=record.path,
+            system_prompt=record.system_prompt,
+            label=record.id,
+            wait_seconds=wait,
+        )
+
+
+def describe_base_model(name: str) -> str:
+    """A base model's name for messages; builtin:tiny always says what it is (DESIGN.md)."""
+    if name == BUILTIN_TINY:
+        return f"{name} (a tiny demo model built locally for trying the workflow; its answers mean nothing)"
+    return name
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    """The ``ftbot run --json`` object (DESIGN.md contract) for a job, plus ``error`` and a few
+    extras (``promoted``, ``report``) that consumers may ignore."""
+    result = dict(job.result or {})
+    baseline = result.get("baseline") or {}
+    out: dict[str, Any] = {
+        "job_id": job.id,
+        "status": job.state.value,
+        "backend": job.backend,
+        "base_model": job.base_model,
+        "model_id": job.model_id,
+        "task": result.get("task"),
+        "metric": result.get("metric"),
+        "baseline": {
+            "zero_shot": dict(baseline.get("zero_shot") or {}),
+            "few_shot": dict(baseline.get("few_shot") or {}),
+        },
+        "finetuned": dict(result.get("finetuned") or {}),
+        "verdict": result.get("verdict"),
+        "predictions": result.get("predictions"),
+        "error": job.error,
+        "promoted": result.get("promoted"),
+        "report": result.get("report_path"),
+        "summary": result.get("summary"),
+    }
+    return out

@@ -1,0 +1,81 @@
+"""Benchmark evaluation generation: batched (``generate_batch``) against one prompt at a time.
+
+    python bench/eval.py                                    # builtin:tiny, examples/prices.jsonl
+    python bench/eval.py --base-model Qwen/Qwen2.5-0.5B-Instruct --examples 256   # a GPU host
+
+Answers the first ``--examples`` eval prompts of a dataset (each example without its last
+assistant turn, as the evaluation does) with the same model twice: ``batch_size=1`` (the seed's
+loop) and ``batch_size=--batch-size``. Goal: batched >= 4x faster. Also reports how many answers
+are identical (greedy decoding; left padding may flip a near-tie on a few rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.backends.local_serving import four_bit_available, generate_detailed, load_base
+from engine.backends.local_tiny import resolve_base_model
+from engine.prompts import eval_prompt
+from engine.settings import BUILTIN_TINY
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base-model", default=BUILTIN_TINY)
+    parser.add_argument("--dataset", type=Path, default=ROOT / "examples" / "prices.jsonl")
+    parser.add_argument("--examples", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--quantize", choices=["auto", "yes", "no"], default="auto")
+    args = parser.parse_args()
+
+    import torch
+
+    quantize = {"auto": four_bit_available(), "yes": True, "no": False}[args.quantize]
+    work = Path(tempfile.mkdtemp(prefix="ftbot-bench-eval-"))
+    base_path = resolve_base_model(args.base_model, work / "builtin")
+    with args.dataset.open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()][: args.examples]
+    conversations = [eval_prompt(row["messages"]) for row in rows]
+    model, tokenizer = load_base(base_path, quantize=quantize)
+    device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
+    print(
+        f"base={args.base_model} 4bit={quantize} device={device} torch_threads={torch.get_num_threads()} "
+        f"dataset={args.dataset.name} examples={len(conversations)} max_new_tokens={args.max_new_tokens}"
+    )
+    generate_detailed(model, tokenizer, conversations[:2], max_new_tokens=2, batch_size=2)  # warm up
+
+    figures = {}
+    results = {}
+    for label, batch_size in (("one at a time", 1), (f"batched ({args.batch_size})", args.batch_size)):
+        start = time.perf_counter()
+        results[label] = generate_detailed(
+            model, tokenizer, conversations, max_new_tokens=args.max_new_tokens, batch_size=batch_size
+        )
+        seconds = time.perf_counter() - start
+        tokens = sum(r.tokens for r in results[label])
+        figures[label] = seconds
+        print(
+            f"{label:>15}: {seconds:7.2f} s  {len(conversations) / seconds:7.1f} examples/s  {tokens / seconds:8.0f} tok/s"
+        )
+    single, batched = figures.values()
+    ratio = single / batched
+    print(f"ratio: {ratio:.1f}x   goal >= 4x   {'MET' if ratio >= 4 else 'NOT MET'}")
+    a, b = results.values()
+    same = sum(x.text == y.text for x, y in zip(a, b, strict=True))
+    print(f"answers identical batched vs one at a time: {same}/{len(conversations)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1080 @@
+"""Generate answers with a local base model and LoRA adapters: batched evaluation and /ask serving.
+
+Two entry points:
+
+* :func:`generate_batch` - stateless batched generation for evaluation (the worker's baselines and
+  the fine-tuned model). Chat template with the generation prompt, LEFT padding, one ``generate``
+  call per batch, greedy unless ``temperature > 0``, stops at EOS, answers without template tokens.
+* :class:`ModelServer` - the model server of the long-lived ``ftbot serve`` process. It loads a base
+  once (4-bit NF4 where bitsandbytes can), attaches fine-tunes of that base as named adapters of one
+  ``PeftModel`` (``load_adapter``/``set_adapter``, ``disable_adapter`` for the base itself), keeps a
+  bounded least-recently-used cache of bases and adapters (by count and optionally by bytes), and
+  answers on ONE dedicated generation thread: callers get a :class:`concurrent.futures.Future`, so
+  a Slack listener thread never generates. Requests for the same base + adapter that arrive within a
+  short collection window are answered by one batched ``generate``.
+
+Correctness reference: the seed's way (load the base, ``PeftModel.from_pretrained``, greedy
+``generate``) must give the same answer as the server for the same prompt (tests check it).
+
+Safety: every request has a max-token limit and a wall-clock limit (a per-row stopping criterion
+with a deadline read from an injectable clock). An answer cut by either carries a ``note``.
+
+torch/transformers/peft/bitsandbytes are imported inside functions (see DESIGN.md's import rules),
+so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import gc
+import logging
+import queue
+import threading
+import time
+import warnings
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.errors import (
+    BackendUnavailable,
+    FtbotError,
+    GenerationError,
+    ModelNotFound,
+    ResourceExhausted,
+    UsageError,
+)
+from engine.settings import BUILTIN_TINY
+
+log = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length", "time", "context"]
+Message = Mapping[str, Any]
+
+# End-of-turn markers of common chat templates. Generation stops at any that the vocabulary has,
+# besides the tokenizer's and the generation config's EOS: instruct models often end a turn with
+# one of these rather than with EOS.
+_END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
+# A context length above this is a tokenizer "no limit" placeholder, not a real one.
+_NO_LIMIT = 1_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated answer. ``tokens`` counts the answer's tokens (without the stop token)."""
+
+    text: str
+    tokens: int
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the server returns for one request.
+
+    ``model`` is the caller's label for the model (a registry id, or ``base:<name>``);
+    ``adapter`` is the adapter directory or None for the base model itself. ``finish_reason`` is
+    ``stop`` (EOS), ``length`` (max new tokens), ``time`` (wall-clock limit) or ``context`` (the
+    model's context length); any but ``stop`` comes with a human-readable ``note``.
+    ``seconds`` is the wall time of the batched generation that produced it, ``batch_size`` how
+    many requests shared that generation.
+    """
+
+    text: str
+    model: str
+    base_model: str
+    adapter: str | None
+    tokens: int
+    finish_reason: FinishReason
+    seconds: float
+    batch_size: int = 1
+    note: str | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason != "stop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "truncated": self.truncated}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+@functools.cache
+def four_bit_available() -> bool:
+    """Whether bitsandbytes can hold a model in 4-bit NF4 here (CUDA, and the CPU with
+    bitsandbytes >= 0.50). The same probe as training (``local_qlora.probe_4bit``: a real NF4
+    round trip on a small tensor), run once per process."""
+    try:
+        import torch
+
+        from engine.backends.local_qlora import probe_4bit
+    except Exception:  # torch missing or broken: serve in full precision
+        return False
+    ok, why_not = probe_4bit("cuda" if torch.cuda.is_available() else "cpu")
+    if not ok:
+        log.info("model server: serving in full precision: %s", why_not)
+    return ok
+
+
+def _short(exc: BaseException, limit: int = 240) -> str:
+    """First line of an exception's text, bounded: enough to act on, never a traceback."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def load_tokenizer(base_model: str) -> Any:
+    """The tokenizer of ``base_model`` prepared for batched generation: left padding, and a pad
+    token (EOS when the model has none; the attention mask keeps that correct).
+
+    Raises:
+        BackendUnavailable: the tokenizer cannot be loaded.
+    """
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # "Loading weights" bars on every load are noise in a server's log and in `ftbot ask`.
+    hf_logging.disable_progress_bar()
+    if base_model.startswith(("/", "./", "../", "~")) and not Path(base_model).expanduser().is_dir():
+        raise BackendUnavailable(
+            f"Base model '{base_model}' could not be loaded: there is no such directory.",
+            hint="Check the path, or use a Hugging Face id or builtin:tiny.",
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+    except Exception as exc:
+        raise BackendUnavailable(
+            f"The tokenizer of base model '{base_model}' could not be loaded: {_short(exc)}",
+            hint="Check the base model name (a local directory or a Hugging Face id this host can download).",
+        ) from exc
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(base_model: str, *, quantize: bool | None = None) -> tuple[Any, Any]:
+    """Load ``base_model`` (a local directory or a Hugging Face id; resolve ``builtin:tiny`` first
+    with ``local_tiny.resolve_base_model``) for inference, and its tokenizer.
+
+    ``quantize``: True = 4-bit NF4 with double quantization (raises when bitsandbytes cannot),
+    False = full precision, None = 4-bit when :func:`four_bit_available`; the same loading as
+    training (compute dtype bf16, else fp16, on CUDA; fp32 on the CPU).
+    Returns ``(model, tokenizer)``; the model is in eval mode; the tokenizer pads on the left.
+
+    Raises:
+        BackendUnavailable: the model or tokenizer cannot be loaded, or 4-bit was required and is
+            not available here.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    tokenizer = load_tokenizer(base_model)
+    if quantize is None:
+        quantize = four_bit_available()
+    elif quantize and not four_bit_available():
+        raise BackendUnavailable(
+            "4-bit loading was requested but bitsandbytes cannot quantize on this machine.",
+            hint="Install bitsandbytes >= 0.50 (CPU) or use a CUDA GPU, or load in full precision.",
+        )
+    cuda = torch.cuda.is_available()
+    # The precision training uses (local_qlora): bf16 on GPUs that have it, else fp16; fp32 on the CPU.
+    compute_dtype = (
+        (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
+    )
+    kwargs: dict[str, Any] = {"dtype": compute_dtype}
+    if cuda:
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    if quantize:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
+    except Exception as exc:
+        raise BackendUnavailable(
+            f"Base model '{base_model}' could not be loaded: {_short(exc)}",
+            hint="Check the base model name (a local directory or a Hugging Face id this host can "
+            "download) and that it fits in memory.",
+        ) from exc
+    model.eval()
+    return model, tokenizer
+
+
+def context_length(model: Any, tokenizer: Any) -> int:
+    """The most tokens (prompt + answer) the model accepts."""
+    config = getattr(model, "config", None)
+    for cfg in (config, getattr(config, "text_config", None)):
+        value = getattr(cfg, "max_position_embeddings", None) if cfg is not None else None
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < _NO_LIMIT:
+        return value
+    return 2048
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Token ids that end an answer: the tokenizer's EOS, the generation config's EOS (one or a
+    list), and known end-of-turn markers that the vocabulary has."""
+    ids: list[int] = []
+
+    def add(value: Any) -> None:
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, int) and v >= 0 and v not in ids:
+                ids.append(v)
+
+    add(tokenizer.eos_token_id)
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        add(generation_config.eos_token_id)
+    vocab = tokenizer.get_vocab()
+    for token in _END_OF_TURN_TOKENS:
+        if token in vocab:
+            add(vocab[token])
+    return ids
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt formatting and generation
+
+
+def conversation_for(
+    prompt: str | Sequence[Message], system_prompt: str | None = None
+) -> list[dict[str, Any]]:
+    """The chat messages for a request: a plain prompt becomes one user turn, after the system
+    prompt the model was trained with (if any). A message list is used as given, with the system
+    prompt put first when it has none."""
+    if isinstance(prompt, str):
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+    else:
+        messages = [dict(m) for m in prompt]
+    if system_prompt and not (messages and messages[0].get("role") == "system"):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def render_prompt(tokenizer: Any, conversation: Sequence[Message], chat_template: str | None = None) -> str:
+    """The chat-template text of ``conversation`` ending with the assistant generation prompt.
+
+    A template that refuses a system turn (some do) gets the system text folded into the first
+    user turn instead.
+
+    Raises:
+        GenerationError: the tokenizer has no chat template, or the template rejects the messages.
+    """
+    kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
+    if chat_template:
+        kwargs["chat_template"] = chat_template
+    elif not getattr(tokenizer, "chat_template", None):
+        raise GenerationError(
+            "This base model's tokenizer has no chat template, so prompts cannot be formatted.",
+            hint="Use an instruct/chat model (its tokenizer carries a chat template).",
+        )
+    messages = [dict(m) for m in conversation]
+    try:
+        return tokenizer.apply_chat_template(messages, **kwargs)
+    except Exception as first:
+        if messages and messages[0].get("role") == "system" and len(messages) > 1:
+            system = messages.pop(0)
+            messages[0]["content"] = f"{system.get('content', '')}\n\n{messages[0].get('content', '')}"
+            try:
+                return tokenizer.apply_chat_template(messages, **kwargs)
+            except Exception:
+                pass
+        raise GenerationError(f"The chat template rejected the conversation: {_short(first)}") from first
+
+
+@functools.cache
+def _row_limits_class() -> type:
+    """A transformers StoppingCriteria (built lazily: transformers is imported inside functions)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class RowLimits(StoppingCriteria):
+        """Per-row max new tokens and wall-clock deadline for one batched ``generate``.
+
+        ``done_at[i]`` records the generated-token count at which row i was cut and why; rows
+        that already emitted a stop token are left alone (generate finishes those itself).
+        """
+
+        def __init__(
+            self,
+            prompt_length: int,
+            max_new: Sequence[int],
+            deadlines: Sequence[float | None],
+            clock: Callable[[], float],
+            stop_ids: Sequence[int],
+        ) -> None:
+            self.prompt_length = prompt_length
+            self.max_new = list(max_new)
+            self.deadlines = list(deadlines)
+            self.clock = clock
+            self.stop_ids = list(stop_ids)
+            self.done_at: dict[int, tuple[int, str]] = {}
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            generated = input_ids.shape[1] - self.prompt_length
+            now = self.clock() if any(d is not None for d in self.deadlines) else None
+            stops = torch.isin(
+                input_ids[:, self.prompt_length :], torch.tensor(self.stop_ids, device=input_ids.device)
+            )
+            stopped = stops.any(dim=1).tolist()
+            result = []
+            for row in range(input_ids.shape[0]):
+                if row in self.done_at:
+                    result.append(True)
+                    continue
+                if stopped[row]:
+                    result.append(True)
+                    continue
+                if generated >= self.max_new[row]:
+                    self.done_at[row] = (generated, "length")
+                elif now is not None and self.deadlines[row] is not None and now >= self.deadlines[row]:
+                    self.done_at[row] = (generated, "time")
+                result.append(row in self.done_at)
+            return torch.tensor(result, dtype=torch.bool, device=input_ids.device)
+
+    return RowLimits
+
+
+def _generation_kwargs(
+    model: Any, tokenizer: Any, stop_ids: list[int], temperature: float, max_new: int
+) -> Any:
+    generation_config = copy.deepcopy(model.generation_config)
+    generation_config.max_new_tokens = max_new
+    generation_config.max_length = None
+    generation_config.eos_token_id = stop_ids
+    generation_config.pad_token_id = tokenizer.pad_token_id
+    if temperature > 0:
+        generation_config.do_sample = True
+        generation_config.temperature = temperature
+    else:
+        # Greedy: clear the sampling knobs an instruct model's config ships with (they would warn).
+        generation_config.do_sample = False
+        generation_config.temperature = None
+        generation_config.top_p = None
+        generation_config.top_k = None
+    return generation_config
+
+
+def _generate_one_batch(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new: Sequence[int],
+    temperature: float,
+    deadlines: Sequence[float | None],
+    clock: Callable[[], float],
+    context: int,
+    stop_ids: list[int] | None = None,
+) -> list[Generation | FtbotError]:
+    """One left-padded ``generate`` call for rendered prompts. A prompt that does not fit the
+    context gets a ResourceExhausted in its slot; the others are still answered."""
+    import torch
+
+    if stop_ids is None:
+        stop_ids = stop_token_ids(model, tokenizer)
+    if tokenizer.pad_token_id is None:  # a tokenizer not from load_tokenizer: pad with EOS (masked)
+        tokenizer.pad_token = tokenizer.eos_token
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    results: list[Generation | FtbotError | None] = [None] * len(prompts)
+    rows: list[int] = []
+    for i, ids in enumerate(encoded):
+        if len(ids) >= context:
+            results[i] = ResourceExhausted(
+                f"The prompt is {len(ids)} tokens long; this model reads at most {context} tokens "
+                "(prompt and answer together).",
+                hint="Shorten the prompt.",
+            )
+        else:
+            rows.append(i)
+    if not rows:
+        return results  # type: ignore[return-value]
+
+    longest = max(len(encoded[i]) for i in rows)
+    row_max = [max(1, min(max_new[i], context - longest)) for i in rows]
+    context_cut = [max_new[i] > context - longest for i in rows]
+    batch = tokenizer.pad(
+        {"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt", padding_side="left"
+    )
+    device = getattr(model, "device", None) or torch.device("cpu")
+    input_ids = batch["input_ids"].to(device)
+    attention_mask = batch["attention_mask"].to(device)
+    limits = _row_limits_class()(input_ids.shape[1], row_max, [deadlines[i] for i in rows], clock, stop_ids)
+    generation_config = _generation_kwargs(model, tokenizer, stop_ids, temperature, max(row_max))
+    with torch.inference_mode():
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=generation_config,
+            stopping_criteria=[limits],
+        )
+    new_tokens = output[:, input_ids.shape[1] :].tolist()
+    stop_set = set(stop_ids)
+    for slot, i in enumerate(rows):
+        tokens = new_tokens[slot]
+        cut = limits.done_at.get(slot)
+        end = cut[0] if cut else len(tokens)
+        stop_at = next((k for k, t in enumerate(tokens[:end]) if t in stop_set), None)
+        if stop_at is not None:
+            answer, reason = tokens[:stop_at], "stop"
+        else:
+            answer = tokens[:end]
+            reason = cut[1] if cut else "length"
+            if reason == "length" and context_cut[slot] and len(answer) >= row_max[slot]:
+                reason = "context"
+        text = tokenizer.decode(answer, skip_special_tokens=True).strip()
+        results[i] = Generation(text=text, tokens=len(answer), finish_reason=reason)  # type: ignore[arg-type]
+    return results  # type: ignore[return-value]
+
+
+def generate_detailed(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[Sequence[Message]],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    temperature: float = 0.0,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    chat_template: str | None = None,
+) -> list[Generation]:
+    """Like :func:`generate_batch`, returning :class:`Generation` (text, token count, finish
+    reason) per conversation. ``deadline`` (a ``clock()`` value) cuts every row still running."""
+    if max_new_tokens < 1:
+        raise UsageError("max_new_tokens must be at least 1.")
+    if batch_size < 1:
+        raise UsageError("batch_size must be at least 1.")
+    prompts = [render_prompt(tokenizer, c, chat_template) for c in conversations]
+    # Similar lengths share a batch: less padding, less wasted compute. Order is restored below.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    context = context_length(model, tokenizer)
+    stop_ids = stop_token_ids(model, tokenizer)
+    out: list[Generation | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        results = _generate_one_batch(
+            model,
+            tokenizer,
+            [prompts[i] for i in chunk],
+            max_new=[max_new_tokens] * len(chunk),
+            temperature=temperature,
+            deadlines=[deadline] * len(chunk),
+            clock=clock,
+            context=context,
+            stop_ids=stop_ids,
+        )
+        for i, result in zip(chunk, results, strict=True):
+            if isinstance(result, FtbotError):
+                raise ResourceExhausted(f"Conversation {i + 1}: {result.message}", hint=result.hint)
+            out[i] = result
+    return out  # type: ignore[return-value]
+
+
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[Sequence[Message]],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    temperature: float = 0.0,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[str]:
+    """Answer each conversation (a list of chat messages ending with the user's turn).
+
+    Formats with the tokenizer's chat template plus the assistant generation prompt, pads on the
+    LEFT, runs one ``generate`` per ``batch_size`` conversations (similar lengths together), is
+    greedy unless ``temperature > 0``, stops at EOS / end-of-turn, and returns the answers in
+    input order without template tokens. ``model`` may be a base or a ``PeftModel`` (its active
+    adapter answers).
+
+    Raises:
+        ResourceExhausted: a conversation does not fit the model's context (the message says which).
+        GenerationError: the tokenizer has no chat template or rejects a conversation.
+    """
+    results = generate_detailed(
+        model,
+        tokenizer,
+        conversations,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        temperature=temperature,
+        deadline=deadline,
+        clock=clock,
+    )
+    return [r.text for r in results]
+
+
+# --------------------------------------------------------------------------------------------
+# The model server
+
+
+@dataclass
+class _Adapter:
+    key: str  # resolved adapter directory
+    name: str  # the PEFT adapter name inside the base's PeftModel
+    nbytes: int
+    chat_template: str | None
+
+
+@dataclass
+class _Base:
+    key: str  # the base model name as asked (e.g. builtin:tiny)
+    model: Any
+    tokenizer: Any
+    nbytes: int
+    context: int
+    stop_ids: list[int]
+    adapters: OrderedDict[str, _Adapter] = field(default_factory=OrderedDict)
+
+
+@dataclass
+class _Request:
+    base_model: str
+    adapter: str | None
+    conversation: list[dict[str, Any]]
+    max_new_tokens: int
+    temperature: float
+    timeout_seconds: float
+    label: str
+    future: Future
+    # True when this request came within one collection window of the previous one: a burst is
+    # under way, so waiting for more is worth it. A lone request starts at once.
+    burst: bool = False
+
+    @property
+    def group(self) -> tuple[str, str | None, float]:
+        return (self.base_model, self.adapter, self.temperature)
+
+
+_STOP = object()
+
+
+def _adapter_dir(adapter: str | Path) -> str:
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ModelNotFound(
+            f"The fine-tuned model's files are missing: no adapter_config.json in {path}.",
+            hint="The model may have been deleted from this host; pick another with `models`.",
+        )
+    return str(path.resolve())
+
+
+def _adapter_bytes(path: str) -> int:
+    return sum(f.stat().st_size for f in Path(path).glob("adapter_model.*") if f.is_file())
+
+
+def _adapter_chat_template(path: str) -> str | None:
+    """The chat template saved next to an adapter (training may save the tokenizer there), so the
+    server formats prompts exactly as the model was trained."""
+    jinja = Path(path) / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    config = Path(path) / "tokenizer_config.json"
+    if config.is_file():
+        import json
+
+        try:
+            template = json.loads(config.read_text()).get("chat_template")
+        except (OSError, ValueError):
+            return None
+        return template if isinstance(template, str) else None
+    return None
+
+
+def _cut_note(answer: Generation, *, max_new_tokens: int, timeout: float, context: int) -> str | None:
+    if answer.finish_reason == "length":
+        return f"Answer cut at the {max_new_tokens}-token limit."
+    if answer.finish_reason == "time":
+        return f"Answer cut at the {timeout:g}-second time limit."
+    if answer.finish_reason == "context":
+        return f"Answer cut at the model's context length ({context} tokens)."
+    return None
+
+
+class ModelServer:
+    """Serves a bounded set of bases and their adapters from one generation thread.
+
+    Args:
+        builtin_dir: where ``builtin:tiny`` is built (``Settings.builtin_dir``).
+        max_bases / max_adapters: cache sizes by count (least recently used goes first).
+        max_memory_bytes: optional cap on the bytes of loaded bases + adapters (same LRU order;
+            a single model larger than the cap is still served, alone).
+        timeout_seconds / max_new_tokens: default per-request limits (a request may lower or
+            raise them).
+        batch_window_seconds: how long the generation thread waits for more requests after the
+            first one of a burst before starting a batch (a request arriving alone, not within a
+            window of the previous one, starts at once). Real time, not ``clock``.
+        max_batch_size: most requests in one ``generate``.
+        quantize: passed to :func:`load_base` (None = 4-bit where possible).
+        clock: monotonic seconds; used for generation deadlines and timings (tests inject one).
+        loader: ``(resolved_base) -> (model, tokenizer)``; default :func:`load_base`.
+
+    Counters for tests and benchmarks: ``base_loads``, ``adapter_loads``, ``batch_sizes`` (the
+    size of each batched generate, newest last).
+    """
+
+    def __init__(
+        self,
+        *,
+        builtin_dir: Path | None = None,
+        max_bases: int = 1,
+        max_adapters: int = 8,
+        max_memory_bytes: int | None = None,
+        timeout_seconds: float = 60.0,
+        max_new_tokens: int = 256,
+        batch_window_seconds: float = 0.02,
+        max_batch_size: int = 16,
+        quantize: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        loader: Callable[[str], tuple[Any, Any]] | None = None,
+    ) -> None:
+        if max_bases < 1 or max_adapters < 0 or max_batch_size < 1:
+            raise UsageError("max_bases and max_batch_size must be at least 1, max_adapters at least 0.")
+        self.builtin_dir = builtin_dir
+        self.max_bases = max_bases
+        self.max_adapters = max_adapters
+        self.max_memory_bytes = max_memory_bytes
+        self.timeout_seconds = timeout_seconds
+        self.max_new_tokens = max_new_tokens
+        self.batch_window_seconds = batch_window_seconds
+        self.max_batch_size = max_batch_size
+        self.quantize = quantize
+        self.clock = clock
+        self._loader = loader or functools.partial(load_base, quantize=quantize)
+        self.base_loads = 0
+        self.adapter_loads = 0
+        self.batch_sizes: deque[int] = deque(maxlen=1000)
+        self._bases: OrderedDict[str, _Base] = OrderedDict()
+        self._adapter_counter = 0
+        self._lock = threading.Lock()  # guards the cache snapshot read by loaded(), and _last_submit
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._closed = False
+        self._last_submit = float("-inf")
+        self._thread = threading.Thread(target=self._run, name="ftbot-generation", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> ModelServer:
+        """A server configured from :class:`engine.settings.Settings` (serve_* and ask_* fields)."""
+        kwargs: dict[str, Any] = {
+            "builtin_dir": settings.builtin_dir,
+            "max_bases": settings.serve_max_bases,
+            "max_adapters": settings.serve_max_adapters,
+            "timeout_seconds": settings.ask_timeout_seconds,
+            "max_new_tokens": settings.ask_max_new_tokens,
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # -- public API (any thread) -----------------------------------------------------------
+
+    def submit(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        base_model: str,
+        adapter: str | Path | None = None,
+        system_prompt: str | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float = 0.0,
+        timeout_seconds: float | None = None,
+        label: str | None = None,
+    ) -> Future[Answer]:
+        """Queue one question; returns at once with a Future of the :class:`Answer`.
+
+        ``prompt`` is the user's text (or a full message list); ``adapter`` the adapter directory
+        of a fine-tune of ``base_model``, or None to ask the base itself; ``system_prompt`` the
+        one the model was trained with. The Future fails with ResourceExhausted (prompt longer
+        than the context), BackendUnavailable (the base cannot load), GenerationError (anything
+        else the model could not do).
+
+        Raises (at once):
+            UsageError: empty prompt, or a limit that is not positive; the server is closed.
+            ModelNotFound: ``adapter`` is not an adapter directory.
+        """
+        if self._closed:
+            raise UsageError("The model server is shut down.")
+        conversation = conversation_for(prompt, system_prompt)
+        last = conversation[-1] if conversation else {}
+        content = last.get("content")
+        if last.get("role") != "user" or not isinstance(content, str) or not content.strip():
+            raise UsageError(
+                "The question is empty.", hint="Write a question after the command, e.g. `ask What is ...?`"
+            )
+        max_new = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        timeout = self.timeout_seconds if timeout_seconds is None else timeout_seconds
+        if not (isinstance(max_new, int) and max_new >= 1):
+            raise UsageError(f"max_new_tokens must be a whole number of at least 1 (got {max_new!r}).")
+        if not timeout > 0:
+            raise UsageError(f"The time limit must be more than 0 seconds (got {timeout!r}).")
+        if not temperature >= 0:
+            raise UsageError(f"temperature must be 0 (greedy) or more (got {temperature!r}).")
+        if not isinstance(base_model, str) or not base_model.strip():
+            raise UsageError("No base model was named.")
+        adapter_key = _adapter_dir(adapter) if adapter is not None else None
+        future: Future[Answer] = Future()
+        arrived = time.monotonic()
+        with self._lock:
+            burst = arrived - self._last_submit < self.batch_window_seconds
+            self._last_submit = arrived
+        request = _Request(
+            base_model=base_model,
+            adapter=adapter_key,
+            conversation=conversation,
+            max_new_tokens=max_new,
+            temperature=float(temperature),
+            timeout_seconds=float(timeout),
+            label=label or (f"base:{base_model}" if adapter_key is None else Path(adapter_key).name),
+            future=future,
+            burst=burst,
+        )
+        self._queue.put(request)
+        return future
+
+    def ask(
+        self, prompt: str | Sequence[Message], *, wait_seconds: float | None = None, **kwargs: Any
+    ) -> Answer:
+        """Blocking :meth:`submit` (never call it on a Slack listener thread).
+
+        Raises what :meth:`submit` raises, what the Future carries, and GenerationError when no
+        answer came within ``wait_seconds``.
+        """
+        return self._wait(self.submit(prompt, **kwargs), wait_seconds)
+
+    def compare(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        base_model: str,
+        adapter: str | Path,
+        system_prompt: str | None = None,
+        label: str | None = None,
+        wait_seconds: float | None = None,
+        **kwargs: Any,
+    ) -> tuple[Answer, Answer]:
+        """Ask the base model and the fine-tune the same question; returns ``(base, tuned)``.
+        Both use the system prompt the fine-tune was trained with, so only the weights differ."""
+        base = self.submit(prompt, base_model=base_model, adapter=None, system_prompt=system_prompt, **kwargs)
+        tuned = self.submit(
+            prompt, base_model=base_model, adapter=adapter, system_prompt=system_prompt, label=label, **kwargs
+        )
+        return self._wait(base, wait_seconds), self._wait(tuned, wait_seconds)
+
+    def loaded(self) -> dict[str, list[str]]:
+        """Snapshot of the cache: base name -> adapter directories, least recently used first."""
+        with self._lock:
+            return {key: list(base.adapters) for key, base in self._bases.items()}
+
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the generation thread after the requests already queued; drop the models."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        if wait:
+            self._thread.join()
+
+    def __enter__(self) -> ModelServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _wait(future: Future[Answer], wait_seconds: float | None) -> Answer:
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        try:
+            return future.result(timeout=wait_seconds)
+        except FutureTimeout as exc:
+            raise GenerationError(
+                f"No answer within {wait_seconds:g} seconds; the model server is busy.",
+                hint="Try again in a minute.",
+            ) from exc
+
+    # -- generation thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch, stopping = self._collect(first)
+            try:
+                groups: OrderedDict[tuple[str, str | None, float], list[_Request]] = OrderedDict()
+                for request in batch:
+                    if request.future.set_running_or_notify_cancel():  # skip requests cancelled meanwhile
+                        groups.setdefault(request.group, []).append(request)
+                for requests in groups.values():
+                    for start in range(0, len(requests), self.max_batch_size):
+                        self._serve(requests[start : start + self.max_batch_size])
+            except Exception as exc:  # a bug: fail this batch's requests, keep the thread alive
+                log.exception("model server: a batch failed")
+                error = GenerationError(f"The model could not answer: {_short(exc)}")
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(error)
+        # Requests that raced with close() get an answer too, rather than waiting forever.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(GenerationError("The model server shut down before answering."))
+        with self._lock:
+            self._bases.clear()
+        gc.collect()
+
+    def _collect(self, first: _Request) -> tuple[list[_Request], bool]:
+        """The batch starting with ``first``: what arrives within the collection window.
+        Returns ``(batch, stop_seen)``."""
+        batch = [first]
+        # A lone request (no burst under way, nothing else queued) skips the window: waiting
+        # would only add latency.
+        lone = not first.burst and self._queue.empty()
+        window_end = time.monotonic() + (0.0 if lone else self.batch_window_seconds)
+        while len(batch) < self.max_batch_size:
+            remaining = window_end - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _serve(self, requests: list[_Request]) -> None:
+        """Answer requests that share base, adapter and temperature with one generate call.
+        Never raises: every outcome lands in a Future."""
+        first = requests[0]
+        try:
+            base = self._base(first.base_model)
+            model, template = self._activate(base, first.adapter)
+            prompts = [render_prompt(base.tokenizer, r.conversation, template) for r in requests]
+        except FtbotError as exc:
+            for r in requests:
+                r.future.set_exception(exc)
+            return
+        except Exception as exc:  # a bug or a library failure: say so, keep serving
+            log.exception("model server: preparing a batch failed")
+            error = GenerationError(f"The model could not answer: {_short(exc)}")
+            for r in requests:
+                r.future.set_exception(error)
+            return
+        started = self.clock()
+        try:
+            if first.adapter is None and self._is_peft(model):
+                with model.disable_adapter():
+                    results = self._generate(base, model, prompts, requests, started)
+            else:
+                results = self._generate(base, model, prompts, requests, started)
+        except Exception as exc:
+            log.exception("model server: generation failed")
+            error = GenerationError(f"The model could not answer: {_short(exc)}")
+            for r in requests:
+                r.future.set_exception(error)
+            return
+        seconds = self.clock() - started
+        answered = sum(not isinstance(r, FtbotError) for r in results)
+        self.batch_sizes.append(answered)
+        for request, result in zip(requests, results, strict=True):
+            if isinstance(result, FtbotError):
+                request.future.set_exception(result)
+                continue
+            request.future.set_result(
+                Answer(
+                    text=result.text,
+                    model=request.label,
+                    base_model=request.base_model,
+                    adapter=request.adapter,
+                    tokens=result.tokens,
+                    finish_reason=result.finish_reason,
+                    seconds=seconds,
+                    batch_size=answered,
+                    note=_cut_note(
+                        result,
+                        max_new_tokens=request.max_new_tokens,
+                        timeout=request.timeout_seconds,
+                        context=base.context,
+                    ),
+                )
+            )
+
+    def _generate(
+        self, base: _Base, model: Any, prompts: list[str], requests: list[_Request], started: float
+    ) -> list[Generation | FtbotError]:
+        return _generate_one_batch(
+            model,
+            base.tokenizer,
+            prompts,
+            max_new=[r.max_new_tokens for r in requests],
+            temperature=requests[0].temperature,
+            deadlines=[started + r.timeout_seconds for r in requests],
+            clock=self.clock,
+            context=base.context,
+            stop_ids=base.stop_ids,
+        )
+
+    @staticmethod
+    def _is_peft(model: Any) -> bool:
+        return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+    def _resolve(self, base_model: str) -> str:
+        if base_model == BUILTIN_TINY:
+            if self.builtin_dir is None:
+                raise BackendUnavailable("builtin:tiny needs a builtin directory (Settings.builtin_dir).")
+            from engine.backends.local_tiny import resolve_base_model
+
+            return resolve_base_model(base_model, self.builtin_dir)
+        return base_model
+
+    def _base(self, base_model: str) -> _Base:
+        base = self._bases.get(base_model)
+        if base is not None:
+            with self._lock:
+                self._bases.move_to_end(base_model)
+            return base
+        while len(self._bases) >= self.max_bases:
+            self._evict_base(next(iter(self._bases)))
+        model, tokenizer = self._loader(self._resolve(base_model))
+        self.base_loads += 1
+        nbytes = int(model.get_memory_footprint()) if hasattr(model, "get_memory_footprint") else 0
+        base = _Base(
+            base_model,
+            model,
+            tokenizer,
+            nbytes,
+            context_length(model, tokenizer),
+            stop_token_ids(model, tokenizer),
+        )
+        with self._lock:
+            self._bases[base_model] = base
+        self._fit_memory(keep_base=base_model, keep_adapter=None)
+        return base
+
+    def _activate(self, base: _Base, adapter_key: str | None) -> tuple[Any, str | None]:
+        """Make ``adapter_key`` the active adapter of ``base`` (loading it if needed); return the
+        model to generate with and the adapter's own chat template if it has one."""
+        if adapter_key is None:
+            return base.model, None
+        adapter = base.adapters.get(adapter_key)
+        if adapter is None:
+            if self.max_adapters < 1:
+                raise BackendUnavailable("This server keeps no adapters (max_adapters=0).")
+            while sum(len(b.adapters) for b in self._bases.values()) >= self.max_adapters:
+                self._evict_lru_adapter()
+            adapter = self._load_adapter(base, adapter_key)
+            self._fit_memory(keep_base=base.key, keep_adapter=adapter_key)
+        else:
+            with self._lock:
+                base.adapters.move_to_end(adapter_key)
+        base.model.set_adapter(adapter.name, inference_mode=True)
+        return base.model, adapter.chat_template
+
+    def _load_adapter(self, base: _Base, adapter_key: str) -> _Adapter:
+        from peft import PeftModel
+
+        self._adapter_counter += 1
+        name = f"adapter{self._adapter_counter}"
+        try:
+            if self._is_peft(base.model):
+                base.model.load_adapter(adapter_key, adapter_name=name, is_trainable=False)
+            else:
+                base.model = PeftModel.from_pretrained(
+                    base.model, adapter_key, adapter_name=name, is_trainable=False
+                )
+        except Exception as exc:
+            # A failed attach may leave half-injected LoRA layers in the base: drop the base so the
+            # next request loads it clean.
+            self._evict_base(base.key)
+            raise GenerationError(
+                f"The fine-tuned model at {adapter_key} could not be attached to base model "
+                f"'{base.key}': {_short(exc)}",
+                hint="Was it trained on this base model? Check `models`.",
+            ) from exc
+        base.model.eval()
+        self.adapter_loads += 1
+        adapter = _Adapter(
+            adapter_key, name, _adapter_bytes(adapter_key), _adapter_chat_template(adapter_key)
+        )
+        with self._lock:
+            base.adapters[adapter_key] = adapter
+        return adapter
+
+    def _evict_adapter(self, base: _Base, adapter_key: str) -> None:
+        adapter = base.adapters[adapter_key]
+        if len(base.adapters) == 1:
+            # PEFT cannot delete a PeftModel's last adapter; unwrap to the bare base instead.
+            base.model = base.model.unload()
+        else:
+            with warnings.catch_warnings():  # "adapter X was active which is now deleted": intended
+                warnings.simplefilter("ignore", UserWarning)
+                base.model.delete_adapter(adapter.name)
+        with self._lock:
+            del base.adapters[adapter_key]
+        log.info("model server: evicted adapter %s from %s", adapter_key, base.key)
+
+    def _evict_lru_adapter(self, *, keep: tuple[str, str] | None = None) -> bool:
+        """Evict the least recently used adapter (over all bases). False when none can go."""
+        # Bases are in LRU order and adapters within a base too: the first evictable one is oldest.
+        for base in self._bases.values():
+            for key in base.adapters:
+                if keep != (base.key, key):
+                    self._evict_adapter(base, key)
+                    return True
+        return False
+
+    def _evict_base(self, base_key: str) -> None:
+        with self._lock:
+            base = self._bases.pop(base_key)
+        base.adapters.clear()
+        base.model = None
+        del base
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # cache clearing is best effort
+            pass
+        log.info("model server: evicted base %s", base_key)
+
+    def _memory(self) -> int:
+        return sum(b.nbytes + sum(a.nbytes for a in b.adapters.values()) for b in self._bases.values())
+
+    def _fit_memory(self, *, keep_base: str, keep_adapter: str | None) -> None:
+        """Evict least recently used adapters, then bases, until under ``max_memory_bytes``;
+        the base and adapter about to answer stay."""
+        if self.max_memory_bytes is None:
+            return
+        while self._memory() > self.max_memory_bytes:
+            keep = (keep_base, keep_adapter) if keep_adapter else None
+            if self._evict_lru_adapter(keep=keep):
+                continue
+            others = [k for k in self._bases if k != keep_base]
+            if not others:
+                return  # the one model in use is over the cap by itself: serve it anyway
+            self._evict_base(others[0])

@@ -1,0 +1,1017 @@
+"""The OpenAI backend's job pipeline: the same steps, events and results as a local job.
+
+:class:`OpenAIPipeline` is created by :class:`~engine.service.Engine` and registered as
+``engine.backend_runners["openai"]`` (and ``engine.ask_remote`` for OpenAI models). It never
+imports ``openai``: the remote work goes through :class:`engine.backends.openai_ft.OpenAIFineTuner`
+(imported lazily, so ``import engine`` stays light), built on ``Engine(openai_client=...)`` or on
+:func:`engine.backends.openai_ft.make_client` (``BackendUnavailable`` without OPENAI_API_KEY).
+
+There is no GPU work and no child process: every job is driven by one **poller** registered with
+the engine's scheduler (``Scheduler.add_poller``: an APScheduler interval job, every
+``settings.openai_poll_seconds``; the scheduler is the only apscheduler user). Each tick reads the
+job from the store and does the next step for its state, so a restart needs nothing but a new
+poller (:meth:`OpenAIPipeline.recover`, called by ``Engine.start``):
+
+1. **submit** (:meth:`OpenAIPipeline.submit`, synchronous, inside ``Engine.submit``): check the
+   base model (an OpenAI model; ``builtin:tiny`` or no choice means :data:`DEFAULT_BASE_MODEL`)
+   and that a client can be made, split the data, and estimate the cost: a ``preflight`` event
+   whose data is ``CostEstimate.to_dict()`` (plus ``tokens``/``cost_usd`` for the cards). Above
+   ``settings.openai_confirm_usd`` (or when the price is unknown) the job stays queued with
+   ``result["awaiting_confirmation"]`` until ``Engine.confirm`` (the Slack button, ``--yes``).
+   A problem found here fails the job and is raised to the caller.
+2. **validating**: the same split and leakage check as local jobs (``engine.worker.prepare_data``).
+3. **baseline**: the base model zero-shot and few-shot through chat completions
+   (``tuner.generate``), scored by :func:`measure_baseline` (the local worker's scoring, generation
+   injected); a ``baseline`` event; ``baseline.json`` in the job's run directory.
+4. **training**: ``tuner.start`` uploads the split and creates the remote job; the remote id is
+   stored on the job the moment OpenAI answers (before the ``submitted`` event), so a restart
+   follows it instead of creating a second one (``tuner.start`` also finds a job by its metadata).
+   Then one ``tuner.poll`` per tick, the opaque cursor stored in ``result["openai_cursor"]``, its
+   events stored like the local worker's; a poll that did not get through backs off with
+   :func:`~engine.backends.openai_ft.poll_delay`. OpenAI's ``failed`` fails the job with its error
+   in plain words; ``cancelled`` on OpenAI's side cancels it.
+5. **evaluating**: the ``ft:`` model on the same prompts, then :func:`finish_evaluation` (the same
+   report, verdict, predictions JSONL, evaluation chart and promotion rule as local jobs); the
+   model is registered with kind ``openai``, its id and ``remote_name`` the ``ft:`` name (also
+   ``job.model_id``).
+
+Cancel (``Engine.cancel`` -> :meth:`OpenAIPipeline.on_cancel`) asks OpenAI to cancel the remote
+job; if that request fails the poller keeps trying and an alert says so.
+
+Failures: a step's error fails the job with its message and hint (plain words, from
+``openai_ft``'s translation). Trouble that may pass (network, 5xx, 429, an unexpected exception)
+while creating, following or evaluating a remote job is retried :data:`MAX_RETRIES` times with
+backoff first; a missing API key after the remote job exists never fails the job (an alert says
+so; the job is followed again when the bot runs with a key). ``Engine.run_job`` drives an OpenAI job in
+the calling thread instead (:meth:`OpenAIPipeline.run_foreground`, for the console).
+
+Several processes may share one FTBOT_HOME (``ftbot serve`` and ``ftbot run``): a job is driven by
+one of them at a time through a lease in ``result["openai_lease"]`` (owner and heartbeat), taken
+over only when stale (:data:`LEASE_STALE_SECONDS`) and released on a clean stop.
+
+Shared with the local worker: ``engine.worker``'s ``JobContext``, ``prepare_data`` and
+``Cancelled``. :func:`measure_baseline` and :func:`finish_evaluation` are the generation-agnostic
+halves of the worker's ``baseline`` / ``evaluate_and_register`` (same files, keys and events); they
+belong in a shared module both pipelines call (see the report of this change).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import (
+    BackendUnavailable,
+    FtbotError,
+    InvalidTransition,
+    JobNotFound,
+    RemoteError,
+    UsageError,
+)
+from engine.jobs import Job, JobState
+from engine.progress import ProgressEvent, utcnow
+from engine.store import ModelRecord
+from engine.worker import Cancelled, EvalData, JobContext, prepare_data
+
+if TYPE_CHECKING:
+    from engine.backends.openai_ft import OpenAIFineTuner, PollResult
+
+log = logging.getLogger(__name__)
+
+BACKEND = "openai"
+# The base model when the user chose none (or kept the local default, builtin:tiny): the cheapest
+# model OpenAI fine-tunes.
+DEFAULT_BASE_MODEL = "gpt-4o-mini-2024-07-18"
+# Context window assumed for choosing few-shot examples (every model OpenAI fine-tunes has at least this).
+CONTEXT_TOKENS = 128_000
+MAX_NEW_TOKENS_CAP = 4_096
+# Eval prompts per batch of chat completions; cancel and shutdown are checked between batches.
+GENERATE_CHUNK = 32
+GENERATE_CONCURRENCY = 8
+# Another process's lease on a job counts as abandoned after this long without a heartbeat.
+LEASE_STALE_SECONDS = 120.0
+# Steps that meet trouble which may pass (network, 5xx, 429) while creating, following or
+# evaluating a remote job are tried again this many times (with backoff) before the job fails.
+MAX_RETRIES = 8
+_RETRYABLE_CODES = frozenset({"connection_error", "server_error", "rate_limit_exceeded", "internal_error"})
+
+Generate = Callable[[Sequence[Sequence[Mapping[str, Any]]], int, str], list[str]]
+"""``generate(conversations, max_new_tokens, label) -> answers``, in order."""
+
+
+def is_openai_model(name: str | None) -> bool:
+    """Whether ``name`` names an OpenAI model (``gpt-...``, ``ft:...``, ``o4-mini``...): such models
+    have no local tokenizer and are answered through chat completions."""
+    if not name:
+        return False
+    from engine.backends.openai_ft import looks_like_openai_model
+
+    return looks_like_openai_model(name)
+
+
+class _Stopping(Exception):
+    """The engine is shutting down: leave the job as it is; the next start picks it up."""
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def measure_baseline(
+    ctx: JobContext,
+    data: EvalData,
+    *,
+    generate: Generate,
+    token_counter: Callable[[list[dict[str, Any]]], int],
+    context_tokens: int,
+    max_new_tokens_cap: int,
+    metric: str | None,
+    seed: int,
+) -> dict[str, Any]:
+    """The base model zero-shot and few-shot on the eval split, scored; saved to
+    ``<run dir>/baseline.json`` (reused when a resumed job asks again with the same prompts), the
+    job's ``result`` (``baseline``, ``task``, ``metric``) and a ``baseline`` event. Moves a job in
+    ``baseline`` on to ``training``. The same record as ``engine.worker.baseline``."""
+    from engine import evaluate, prompts
+
+    eval_prompts = [prompts.eval_prompt(ex) for ex in data.eval]
+    references = [prompts.reference(ex) for ex in data.eval]
+    path = ctx.dir / "baseline.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("references") == references and saved.get("prompts") == eval_prompts:
+            if ctx.job.state is JobState.BASELINE:
+                ctx.advance(JobState.TRAINING, "Baseline measured. Fine-tuning now.")
+            return saved
+
+    max_new = prompts.max_new_tokens(references, token_counter, cap=max_new_tokens_cap)
+    shots = prompts.select_shots(
+        data.train,
+        eval_prompts=eval_prompts,
+        token_counter=token_counter,
+        context_tokens=context_tokens,
+        max_new_tokens=max_new,
+        seed=seed,
+    )
+    zero = generate(eval_prompts, max_new, "baseline zero-shot")
+    few = generate([prompts.few_shot_prompt(p, shots) for p in eval_prompts], max_new, "baseline few-shot")
+    report = evaluate.build_report(references, {"zero_shot": zero, "few_shot": few}, metric=metric, seed=seed)
+    saved = {
+        "task": report["task"],
+        "metric": report["metric"],
+        "higher_is_better": report["higher_is_better"],
+        "k": len(shots),
+        "max_new_tokens": max_new,
+        "prompts": eval_prompts,
+        "references": references,
+        "zero_shot": zero,
+        "few_shot": few,
+        "metrics": report["baseline"],
+        "flags": report["flags"],
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(saved, ensure_ascii=False))
+    tmp.replace(path)
+    summary = {
+        "task": report["task"],
+        "metric": report["metric"],
+        "n": report["n"],
+        "k": len(shots),
+        "zero_shot": report["baseline"]["zero_shot"],
+        "few_shot": report["baseline"]["few_shot"],
+    }
+    ctx.record(baseline=summary, task=report["task"], metric=report["metric"])
+    primary = report["metric"]
+    ctx.emit(
+        "baseline",
+        f"Baseline on {report['n']} eval examples ({report['task']} task, metric {primary}): "
+        f"zero-shot {evaluate.format_metric(primary, report['baseline']['zero_shot'].get(primary))}, "
+        f"few-shot with {len(shots)} examples "
+        f"{evaluate.format_metric(primary, report['baseline']['few_shot'].get(primary))}.",
+        data=summary,
+    )
+    if ctx.job.state is JobState.BASELINE:
+        ctx.advance(JobState.TRAINING, "Baseline measured. Fine-tuning now.")
+    return saved
+
+
+def finish_evaluation(
+    ctx: JobContext,
+    base: Mapping[str, Any],
+    tuned: Sequence[str],
+    *,
+    model: ModelRecord,
+    metric: str | None,
+    seed: int,
+) -> Job:
+    """Score the fine-tuned answers against the saved baseline and finish the job: the report
+    (``report.json``, the ``evals`` table, an ``evaluation`` event, the chart, one alert per flag),
+    the predictions file (``prompt``, ``reference``, ``zero_shot``, ``few_shot``, ``finetuned``
+    per line), ``model`` registered with the verdict, the promotion rule (not ``worse`` -> the
+    channel's default), and the job ``succeeded`` with ``model_id = model.id``. The same files,
+    keys and events as ``engine.worker.evaluate_and_register``."""
+    from engine import evaluate, prompts
+
+    job = ctx.job
+    references = list(base["references"])
+    texts = [prompts.prompt_text(p) for p in base["prompts"]]
+    report = evaluate.build_report(
+        references,
+        {"zero_shot": base["zero_shot"], "few_shot": base["few_shot"], "finetuned": list(tuned)},
+        task=base["task"],
+        metric=metric,
+        prompts=texts,
+        seed=seed,
+    )
+    report["k"] = base["k"]
+    report["max_new_tokens"] = base["max_new_tokens"]
+    report["eval_split"] = dict(job.result.get("eval_split") or {})
+    report["text"] = evaluate.render_text(report)
+
+    predictions = ctx.dir / "predictions.jsonl"
+    with open(predictions, "w", encoding="utf-8") as out:
+        for i, reference in enumerate(references):
+            out.write(
+                json.dumps(
+                    {
+                        "prompt": texts[i],
+                        "reference": reference,
+                        "zero_shot": base["zero_shot"][i],
+                        "few_shot": base["few_shot"][i],
+                        "finetuned": tuned[i],
+                        "messages": base["prompts"][i],
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+    (ctx.dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
+    ctx.store.save_eval(job.id, report)
+    ctx.emit(
+        "evaluation", report.get("summary", ""), data={k: v for k, v in report.items() if k != "per_example"}
+    )
+    with contextlib.suppress(Exception):  # a chart is a nicety; never fail an evaluated job for it
+        from engine import charts
+
+        chart = charts.eval_chart(report, ctx.dir / "eval.png")
+        ctx.emit("artifact", "Evaluation chart.", data={"kind": "eval_chart", "path": str(chart)})
+    for flag in report.get("flags") or []:
+        ctx.alert(str(flag.get("code", "flag")), str(flag.get("message", "")))
+
+    verdict = report.get("verdict")
+    with contextlib.suppress(FtbotError):  # a resumed evaluation registered it already
+        ctx.store.add_model(replace(model, verdict=verdict, metrics=report.get("finetuned") or {}))
+    promoted = evaluate.should_promote(verdict)
+    if promoted:
+        ctx.store.set_default(job.team, job.channel, model.id, set_by="ftbot (promotion rule)")
+        promotion = (
+            f"The fine-tuned model {model.id} is now this channel's default model (verdict: {verdict})."
+        )
+    else:
+        promotion = (
+            f"The fine-tuned model {model.id} was NOT made the channel's default: it did worse than the "
+            f"baseline. You can still use it with model={model.id}."
+        )
+    ctx.alert("promotion", promotion, promoted=promoted, model_id=model.id)
+    result = {
+        "task": report["task"],
+        "metric": report["metric"],
+        "baseline": report["baseline"],
+        "finetuned": report["finetuned"],
+        "verdict": verdict,
+        "predictions": str(predictions),
+        "report_path": str(ctx.dir / "report.json"),
+        "promoted": promoted,
+        "promotion": promotion,
+        "summary": report.get("summary"),
+    }
+    return ctx.advance(JobState.SUCCEEDED, report.get("summary") or "Done.", model_id=model.id, result=result)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+class _RemoteIdSink:
+    """Stores the remote job id on the job the moment ``tuner.start`` announces it (before the
+    event itself), so no restart can miss it."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx = ctx
+
+    def emit(self, event: ProgressEvent) -> None:
+        remote_id = event.data.get("remote_id") if event.kind == "submitted" else None
+        if remote_id:
+            self._ctx.store.update_job(
+                self._ctx.job_id,
+                remote_id=str(remote_id),
+                result={"openai_cursor": None, "openai_status": event.data.get("status")},
+            )
+        self._ctx.sink.emit(event)
+
+
+class OpenAIPipeline:
+    """Drives OpenAI jobs for one :class:`~engine.service.Engine` (see the module docstring).
+
+    Args:
+        engine: the engine whose store, settings, scheduler and ``openai_client`` are used.
+        clock / sleep: given to the fine-tuner (file-processing waits, retries with backoff).
+        monotonic: the time source of poll backoff.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self._clock = clock
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._tuner: OpenAIFineTuner | None = None
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._running: set[str] = set()  # jobs whose tick is in progress
+        self._watched: set[str] = set()
+        self._recovered: set[str] = set()
+        self._next_due: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._retries: dict[str, int] = {}
+        self._stop_flag = threading.Event()
+        self.enabled = True
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    @classmethod
+    def install(cls, engine: Any, **kwargs: Any) -> OpenAIPipeline:
+        """Create a pipeline for ``engine`` and register it (``backend_runners["openai"]``,
+        ``ask_remote``, ``engine.openai``). Called by ``Engine.__init__``; tests call it again
+        to inject a clock and sleep."""
+        pipeline = cls(engine, **kwargs)
+        engine.openai = pipeline
+        engine.ask_remote = pipeline.ask
+        # When the dispatcher runs OpenAI jobs in worker processes (engine.worker.PIPELINES has
+        # one), this pipeline stays out of the way: no runner, no pollers, no remote cancel.
+        pipeline.enabled = BACKEND not in getattr(engine.dispatcher, "worker_backends", frozenset())
+        if pipeline.enabled:
+            engine.backend_runners[BACKEND] = lambda _engine, job: pipeline.submit(job)
+        return pipeline
+
+    # ----- collaborators
+
+    @property
+    def store(self) -> Any:
+        return self.engine.store
+
+    @property
+    def settings(self) -> Any:
+        return self.engine.settings
+
+    def tuner(self) -> OpenAIFineTuner:
+        """The fine-tuner (one per pipeline: it holds no job state).
+
+        Raises:
+            BackendUnavailable: no client was given and OPENAI_API_KEY is not set.
+        """
+        with self._lock:
+            if self._tuner is None:
+                from engine.backends import openai_ft
+
+                client = self.engine.openai_client or openai_ft.make_client(self.settings)
+                self._tuner = openai_ft.OpenAIFineTuner(
+                    client, settings=self.settings, clock=self._clock, sleep=self._sleep
+                )
+            return self._tuner
+
+    def _context(self, job_id: str) -> JobContext:
+        return JobContext(store=self.store, settings=self.settings, job_id=job_id, stop_flag=self._stop_flag)
+
+    # ----- submit / confirm / cancel (called by the Engine)
+
+    def submit(self, job: Job) -> None:
+        """Check the job, estimate its cost, and start following it. A problem fails the job and
+        is raised (the Engine's caller shows it)."""
+        try:
+            self._prepare(job)
+        except FtbotError as exc:
+            self._end(job.id, JobState.FAILED, exc.message, hint=exc.hint)
+            raise
+        self.watch(job.id)
+
+    def _prepare(self, job: Job) -> None:
+        from engine.backends import openai_ft
+        from engine.config import TrainConfig
+
+        config = TrainConfig.from_dict(job.config)
+        ctx = self._context(job.id)
+        if "base_model" not in config.user_set and not is_openai_model(job.base_model):
+            ctx.store.save_job(replace(ctx.job, base_model=DEFAULT_BASE_MODEL))
+            ctx.emit(
+                "log",
+                f"No OpenAI base model chosen: using {DEFAULT_BASE_MODEL} (choose another with "
+                "base_model=..., e.g. gpt-4.1-mini-2025-04-14).",
+                data={"notify": True},
+            )
+        job = ctx.job
+        openai_ft.check_base_model(job.base_model)
+        tuner = self.tuner()
+        data = prepare_data(ctx)  # queued: only reads and splits, records nothing
+        if len(data.train) < openai_ft.OPENAI_MIN_EXAMPLES:
+            raise UsageError(
+                f"OpenAI needs at least {openai_ft.OPENAI_MIN_EXAMPLES} training examples; this dataset has "
+                f"{len(data.train)} left after holding out {len(data.eval)} for evaluation.",
+                hint="Add more examples, or give a separate eval file.",
+            )
+        estimate = tuner.estimate(data.train, job.base_model, epochs=config.n_epochs)
+        confirmed = bool(job.result.get("confirmed"))
+        waiting = estimate.confirmation_required and not confirmed
+        details = {
+            **estimate.to_dict(),
+            "backend": BACKEND,
+            "tokens": estimate.total_tokens,
+            "cost_usd": estimate.usd,
+            "confirmation_required": waiting,
+            "confirmed": confirmed,
+        }
+        ctx.emit("preflight", estimate.message, data=details)
+        ctx.record(cost_estimate=estimate.to_dict(), awaiting_confirmation=waiting)
+        if waiting:
+            cost = "an unknown amount" if estimate.usd is None else f"about ${estimate.usd:,.2f}"
+            ctx.emit(
+                "log",
+                f"Waiting for confirmation: this job would cost {cost} on OpenAI. Press Start in "
+                f"Slack, type /confirm {job.id} in `ftbot chat`, or run `ftbot run` with --yes.",
+                data={"code": "awaiting_confirmation", "usd": estimate.usd},
+            )
+
+    def confirmed(self, job_id: str) -> None:
+        """A waiting job was confirmed: start it now rather than at the next tick."""
+        with contextlib.suppress(JobNotFound):
+            if self.enabled and self.store.get_job(job_id).backend == BACKEND:
+                self.watch(job_id)
+
+    def on_cancel(self, job: Job) -> None:
+        """The job was cancelled here: cancel the remote job too. Never raises; when OpenAI cannot
+        be reached, an alert says so and the poller keeps trying."""
+        if job.backend != BACKEND or not self.enabled:
+            return
+        if not job.remote_id:
+            return  # not created yet; a start in progress cancels what it creates
+        self._cancel_remote(job)
+
+    def _cancel_remote(self, job: Job) -> bool:
+        try:
+            status = self.tuner().cancel(job.remote_id)  # type: ignore[arg-type]
+        except FtbotError as exc:
+            first = not job.result.get("remote_cancel_pending")
+            self.store.update_job(job.id, result={"remote_cancel_pending": True})
+            if first:
+                self.store.add_event(
+                    ProgressEvent(
+                        job.id,
+                        "alert",
+                        f"Could not ask OpenAI to cancel {job.remote_id}: {exc.message} ftbot keeps trying; you can "
+                        "also cancel it in OpenAI's dashboard.",
+                        data={"code": "remote_cancel_failed", "remote_id": job.remote_id},
+                        at=utcnow(),
+                    )
+                )
+            if job.id not in self._watched:  # the poller tries again (with backoff)
+                self.watch(job.id)
+            return False
+        self.store.update_job(job.id, result={"remote_cancel_pending": False, "openai_status": status})
+        self.store.add_event(
+            ProgressEvent(
+                job.id,
+                "log",
+                f"OpenAI job {job.remote_id} cancelled (status {status}).",
+                data={"remote_id": job.remote_id, "remote_status": status},
+                at=utcnow(),
+            )
+        )
+        return True
+
+    # ----- pollers
+
+    def watch(self, job_id: str) -> None:
+        """Drive ``job_id`` with a poller (first tick now; every ``openai_poll_seconds`` after)."""
+        with self._lock:
+            self._watched.add(job_id)
+            self._next_due.pop(job_id, None)
+        self.engine.scheduler.add_poller(
+            self._key(job_id), lambda: self.tick(job_id), self.settings.openai_poll_seconds
+        )
+
+    def _unwatch(self, job_id: str) -> None:
+        with self._lock:
+            self._watched.discard(job_id)
+            for table in (self._next_due, self._failures, self._retries):
+                table.pop(job_id, None)
+        self.engine.scheduler.remove_poller(self._key(job_id))
+
+    @staticmethod
+    def _key(job_id: str) -> str:
+        return f"openai:{job_id}"
+
+    def recover(self) -> list[str]:
+        """Follow every unfinished OpenAI job again (``Engine.start``): jobs in training with a
+        remote id resume polling from their stored cursor; the others redo their current step."""
+        self._stop_flag.clear()
+        found: list[str] = []
+        if not self.enabled:
+            return found
+        for job in self.store.jobs(states=tuple(s for s in JobState if not s.is_final), limit=1000):
+            if job.backend != BACKEND:
+                continue
+            found.append(job.id)
+            with self._lock:
+                if job.state is not JobState.QUEUED:
+                    self._recovered.add(job.id)
+            self.watch(job.id)
+        return found
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop driving jobs (``Engine.stop``): steps in progress stop at their next check, the
+        leases are released so another process (or the next start) takes over at once."""
+        self._stop_flag.set()
+        with self._lock:
+            watched = list(self._watched)
+        for job_id in watched:
+            self.engine.scheduler.remove_poller(self._key(job_id))
+        deadline = self._monotonic() + timeout
+        with self._idle:
+            while self._running and self._monotonic() < deadline:
+                self._idle.wait(0.05)
+            self._watched.clear()
+        for job_id in watched:
+            with contextlib.suppress(JobNotFound):
+                lease = self.store.get_job(job_id).result.get("openai_lease") or {}
+                if lease.get("owner") == self.owner:
+                    self.store.update_job(job_id, result={"openai_lease": None})
+
+    def run_foreground(
+        self,
+        job_id: str,
+        sink: Any,
+        *,
+        poll_seconds: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Job:
+        """Drive ``job_id`` in the calling thread (``Engine.run_job``: the console, scripts) and
+        pass its events to ``sink`` until it ends, or until it waits for a cost confirmation
+        (then it is returned still queued: confirm it and call again). Ctrl-C cancels the job,
+        the remote one included. Works beside a running scheduler: a job is never driven twice."""
+        after = 0
+        next_tick = 0.0
+
+        def pump() -> None:
+            nonlocal after
+            for event in self.store.events(job_id, after_seq=after):
+                after = event.seq or after
+                sink.emit(event)
+
+        try:
+            while True:
+                pump()
+                job = self.store.get_job(job_id)
+                if job.is_final or (job.state is JobState.QUEUED and job.result.get("awaiting_confirmation")):
+                    return job
+                if self._stop_flag.is_set():  # the engine is stopping: the job goes on at the next start
+                    return job
+                if self._monotonic() >= next_tick:
+                    self.tick(job_id)
+                    next_tick = self._monotonic() + self.settings.openai_poll_seconds
+                    continue
+                sleep(poll_seconds)
+        except KeyboardInterrupt:
+            with contextlib.suppress(FtbotError):
+                self.engine.cancel(job_id, user=self.store.get_job(job_id).owner, is_admin=True)
+            pump()
+            return self.store.get_job(job_id)
+
+    # ----- one tick
+
+    def tick(self, job_id: str) -> None:
+        """One step of ``job_id`` (the poller's function). Never raises."""
+        with self._lock:
+            if job_id in self._running or self._stop_flag.is_set():
+                return
+            due = self._next_due.get(job_id)
+            if due is not None and self._monotonic() < due:
+                return
+            self._running.add(job_id)
+        try:
+            self._tick(job_id)
+        except _Stopping:
+            pass
+        except Exception:  # the poller runs on a timer thread: log, never die
+            log.exception("OpenAI pipeline tick failed for %s", job_id)
+        finally:
+            with self._idle:
+                self._running.discard(job_id)
+                self._idle.notify_all()
+
+    def _tick(self, job_id: str) -> None:
+        try:
+            job = self.store.get_job(job_id)
+        except JobNotFound:
+            self._unwatch(job_id)
+            return
+        if job.is_final:
+            pending = (
+                job.state is JobState.CANCELLED and job.remote_id and job.result.get("remote_cancel_pending")
+            )
+            if pending and not self._cancel_remote(job):
+                self._backoff(job_id, None)
+                return
+            self._unwatch(job_id)
+            return
+        if job.state is JobState.QUEUED and job.result.get("awaiting_confirmation"):
+            return
+        if not self._claim(job):
+            return
+        ctx = self._context(job_id)
+        try:
+            self._advance(ctx, job)
+        except Cancelled:
+            if not self._job_final(job_id):
+                raise _Stopping() from None  # the engine is stopping, not the job
+        except (BackendUnavailable, RemoteError) as exc:
+            if not self._job_final(job_id) and not self._retry_later(ctx, exc):
+                self._end(job_id, JobState.FAILED, exc.message, hint=exc.hint)
+        except FtbotError as exc:
+            if not self._job_final(job_id):
+                self._end(job_id, JobState.FAILED, exc.message, hint=exc.hint)
+        except Exception as exc:
+            log.exception("OpenAI job %s failed", job_id)
+            error = RemoteError(
+                f"The OpenAI pipeline hit an internal error: {type(exc).__name__}: {str(exc)[:300]}",
+                code="internal_error",
+                hint="Start the job again; report it with the job id if it repeats.",
+            )
+            if not self._job_final(job_id) and not self._retry_later(ctx, error):
+                self._end(job_id, JobState.FAILED, error.message, hint=error.hint)
+                failed = self.store.get_job(job_id)
+                if failed.state is JobState.FAILED and failed.remote_id and job.state is JobState.TRAINING:
+                    self._cancel_remote(failed)  # nobody will use what it trains: stop paying for it
+        if self._job_final(job_id):
+            job = self.store.get_job(job_id)
+            if not (job.state is JobState.CANCELLED and job.result.get("remote_cancel_pending")):
+                self._unwatch(job_id)
+
+    def _retry_later(self, ctx: JobContext, exc: FtbotError) -> bool:
+        """Whether a failed step should be tried again later instead of failing the job: trouble
+        that may pass (network, 5xx, 429, an internal error) while creating, following or evaluating a remote job
+        (retried :data:`MAX_RETRIES` times with backoff), and a missing API key once a remote job
+        exists (it keeps running on OpenAI: never lose it; an alert says what to do)."""
+        job = ctx.job
+        remote_started = job.remote_id is not None or job.state is JobState.EVALUATING
+        if isinstance(exc, BackendUnavailable):
+            if not remote_started:
+                return False
+            if not job.result.get("backend_unavailable"):
+                ctx.record(backend_unavailable=True)
+                ctx.alert(
+                    "backend_unavailable",
+                    f"{exc.message} The OpenAI job {job.remote_id or ''} keeps running; "
+                    f"ftbot follows it again when it runs with a key. {exc.hint or ''}".strip(),
+                )
+            self._backoff(job.id, None)
+            return True
+        code = getattr(exc, "code", None)
+        if code not in _RETRYABLE_CODES or job.state not in (JobState.TRAINING, JobState.EVALUATING):
+            return False
+        with self._lock:
+            attempts = self._retries.get(job.id, 0) + 1
+            self._retries[job.id] = attempts
+        if attempts > MAX_RETRIES:
+            return False
+        ctx.alert(
+            code or "remote_error",
+            f"{exc.message} ftbot tries again shortly ({attempts}/{MAX_RETRIES}).",
+            attempt=attempts,
+        )
+        self._backoff(job.id, None, failures=attempts)
+        return True
+
+    def _job_final(self, job_id: str) -> bool:
+        try:
+            return self.store.get_job(job_id).is_final
+        except JobNotFound:
+            return True
+
+    def _claim(self, job: Job) -> bool:
+        """Take (or keep) the job's lease; False when another live process drives it."""
+        lease = job.result.get("openai_lease") or {}
+        now = time.time()
+        owner, at = lease.get("owner"), float(lease.get("at") or 0.0)
+        if (
+            owner
+            and owner != self.owner
+            and now - at < max(LEASE_STALE_SECONDS, 4 * self.settings.openai_poll_seconds)
+        ):
+            return False
+        if self._stop_flag.is_set():
+            return False
+        if owner != self.owner or now - at >= min(10.0, LEASE_STALE_SECONDS / 4):
+            self.store.update_job(job.id, result={"openai_lease": {"owner": self.owner, "at": now}})
+        return True
+
+    def _advance(self, ctx: JobContext, job: Job) -> None:
+        with self._lock:
+            resumed = job.id in self._recovered
+            self._recovered.discard(job.id)
+        if resumed:
+            what = f"the OpenAI job {job.remote_id}" if job.remote_id else f"the {job.state.value} step"
+            ctx.emit(
+                "log",
+                f"Picked up this job again after a restart: following {what}.",
+                data={"code": "resumed", "remote_id": job.remote_id},
+            )
+        if job.state is JobState.QUEUED:
+            try:
+                self.store.transition(
+                    job.id,
+                    JobState.VALIDATING,
+                    expect=JobState.QUEUED,
+                    message="Started: checking the dataset.",
+                )
+            except InvalidTransition:
+                return
+        job = ctx.job
+        data: EvalData | None = None
+        if job.state in (JobState.VALIDATING, JobState.BASELINE):
+            data = prepare_data(ctx)  # validating -> baseline (records the split)
+            self._baseline(ctx, data)  # baseline -> training
+            job = ctx.job
+        if job.state is JobState.TRAINING:
+            if not job.remote_id:
+                self._start_remote(ctx, data or prepare_data(ctx))
+                return  # the first poll comes with the next tick
+            if not self._poll(ctx, job):
+                return
+            job = ctx.job
+        if job.state is JobState.EVALUATING:
+            self._evaluate(ctx, data or prepare_data(ctx))
+
+    # ----- steps
+
+    def _config(self, ctx: JobContext) -> Any:
+        from engine.config import TrainConfig
+
+        return TrainConfig.from_dict(ctx.job.config)
+
+    def _generate_fn(self, ctx: JobContext, model: str) -> Generate:
+        tuner = self.tuner()
+
+        def generate(
+            conversations: Sequence[Sequence[Mapping[str, Any]]], max_new: int, label: str
+        ) -> list[str]:
+            answers: list[str] = []
+            for start in range(0, len(conversations), GENERATE_CHUNK):
+                ctx.check()
+                if not self._claim(ctx.job):  # keeps the lease fresh through long steps
+                    raise _Stopping()
+                chunk = conversations[start : start + GENERATE_CHUNK]
+                answers.extend(
+                    tuner.generate(model, chunk, max_new_tokens=max_new, concurrency=GENERATE_CONCURRENCY)
+                )
+                ctx.emit(
+                    "log",
+                    f"{label}: {len(answers)}/{len(conversations)} answers",
+                    step=len(answers),
+                    total=len(conversations),
+                    data={"phase": label},
+                )
+            return answers
+
+        return generate
+
+    def _token_counter(self) -> Callable[[list[dict[str, Any]]], int]:
+        from engine.backends import openai_ft
+
+        counter = openai_ft.default_token_counter()
+        return lambda messages: openai_ft.count_example_tokens(messages, counter)
+
+    def _baseline(self, ctx: JobContext, data: EvalData) -> dict[str, Any]:
+        if ctx.job.state is JobState.BASELINE and not (ctx.job.result.get("versions") or {}).get("openai"):
+            ctx.record(versions={**dict(ctx.job.result.get("versions") or {}), **_openai_version()})
+        config = self._config(ctx)
+        return measure_baseline(
+            ctx,
+            data,
+            generate=self._generate_fn(ctx, ctx.job.base_model),
+            token_counter=self._token_counter(),
+            context_tokens=CONTEXT_TOKENS,
+            max_new_tokens_cap=MAX_NEW_TOKENS_CAP,
+            metric=config.metric,
+            seed=config.seed,
+        )
+
+    def _start_remote(self, ctx: JobContext, data: EvalData) -> None:
+        job = ctx.job
+        config = self._config(ctx)
+        train_path = _write_jsonl(ctx.dir / "openai-train.jsonl", data.train)
+        eval_path = _write_jsonl(ctx.dir / "openai-eval.jsonl", data.eval)
+        hyper = {
+            "n_epochs": config.n_epochs,
+            "batch_size": config.openai_batch_size,
+            "learning_rate_multiplier": config.learning_rate_multiplier,
+        }
+        ctx.check()
+        remote_id = self.tuner().start(
+            job.id,
+            train_path,
+            eval_path,
+            model=job.base_model,
+            hyperparameters=hyper,
+            seed=config.seed,
+            sink=_RemoteIdSink(ctx),
+        )
+        if ctx.job.remote_id != remote_id:  # the sink stored it already, unless start() found an old job
+            self.store.update_job(job.id, remote_id=remote_id, result={"openai_cursor": None})
+        if self._job_final(job.id):  # cancelled while the files were uploading
+            self._cancel_remote(self.store.get_job(job.id))
+
+    def _poll(self, ctx: JobContext, job: Job) -> bool:
+        """One poll of the remote job. True when the job moved on to evaluating."""
+        tuner = self.tuner()
+        result: PollResult = tuner.poll(job.remote_id, job.result.get("openai_cursor"), job_id=job.id)  # type: ignore[arg-type]
+        for event in result.events:
+            ctx.sink.emit(event)
+        changes: dict[str, Any] = {"openai_cursor": result.cursor, "openai_status": result.status}
+        if result.eta_seconds is not None:
+            changes["openai_eta_seconds"] = result.eta_seconds
+        self.store.update_job(job.id, result=changes)
+        if result.transient:
+            self._backoff(job.id, result.retry_after)
+            return False
+        with self._lock:
+            for table in (self._failures, self._next_due, self._retries):
+                table.pop(job.id, None)
+        if job.result.get("backend_unavailable"):
+            ctx.record(backend_unavailable=False)
+        if not result.done:
+            return False
+        if result.succeeded and result.model_name:
+            self._loss_chart(ctx)
+            ctx.advance(
+                JobState.EVALUATING,
+                f"OpenAI finished fine-tuning: {result.model_name}. Evaluating it on the same examples.",
+                result={
+                    "openai_model": result.model_name,
+                    "training": {"trained_tokens": result.trained_tokens, "remote_id": job.remote_id},
+                },
+            )
+            return True
+        if result.status == "cancelled":
+            self._end(job.id, JobState.CANCELLED, result.error or "The OpenAI job was cancelled.")
+        else:
+            error = result.error or f"The OpenAI job ended with status {result.status}."
+            self._end(job.id, JobState.FAILED, error + self._where_in_dataset(ctx, error))
+        return False
+
+    def _where_in_dataset(self, ctx: JobContext, error: str) -> str:
+        """OpenAI names lines of the file ftbot uploaded (the training split, or the eval split
+        as the validation file); say which line of the user's own file that is."""
+        from engine import dataset
+        from engine.backends.openai_ft import named_line
+
+        line = named_line(error)
+        if line is None:
+            return ""
+        validation = "validation" in error
+        uploaded = ctx.dir / ("openai-eval.jsonl" if validation else "openai-train.jsonl")
+        try:
+            with open(uploaded, encoding="utf-8") as f:
+                rows = f.read().splitlines()
+            messages = json.loads(rows[line - 1])["messages"] if 0 < line <= len(rows) else None
+            job = ctx.job
+            source_hash = job.eval_dataset_hash if validation and job.eval_dataset_hash else job.dataset_hash
+            record = ctx.store.get_dataset(source_hash)
+            found = next(
+                (ex.line for ex in dataset.read_examples(record.path) if ex.messages == messages), None
+            )
+        except (OSError, ValueError, KeyError, FtbotError):
+            return ""
+        if found is None:
+            return ""
+        what = "evaluation examples" if validation else "training examples"
+        return f" (Line {line} of the {what} ftbot sent to OpenAI is line {found} of {record.name}.)"
+
+    def _backoff(self, job_id: str, retry_after: float | None, *, failures: int | None = None) -> None:
+        from engine.backends.openai_ft import poll_delay
+
+        with self._lock:
+            count = failures if failures is not None else self._failures.get(job_id, 0) + 1
+            self._failures[job_id] = count
+            delay = poll_delay(self.settings.openai_poll_seconds, count, retry_after=retry_after)
+            self._next_due[job_id] = self._monotonic() + delay
+
+    def _loss_chart(self, ctx: JobContext) -> None:
+        with contextlib.suppress(Exception):  # a chart is a nicety
+            from engine import charts
+
+            events = self.store.events(ctx.job_id, kinds=("step", "eval"))
+            if events:
+                chart = charts.loss_chart(events, ctx.dir / "loss.png")
+                ctx.emit("artifact", "Training curves.", data={"kind": "loss_chart", "path": str(chart)})
+
+    def _evaluate(self, ctx: JobContext, data: EvalData) -> None:
+        job = ctx.job
+        model_name = str(job.result.get("openai_model") or "")
+        if not model_name:
+            raise RemoteError(
+                "OpenAI reported success but ftbot has no fine-tuned model name to evaluate.", code="no_model"
+            )
+        config = self._config(ctx)
+        base = self._baseline(ctx, data)  # read back from baseline.json (measured again if it is gone)
+        tuned = self._generate_fn(ctx, model_name)(base["prompts"], base["max_new_tokens"], "fine-tuned")
+        record = ModelRecord(
+            id=model_name,
+            kind="openai",
+            base_model=job.base_model,
+            job_id=job.id,
+            team=job.team,
+            channel=job.channel,
+            created_at=utcnow(),
+            remote_name=model_name,
+            system_prompt=data.system_prompt,
+        )
+        finish_evaluation(ctx, base, tuned, model=record, metric=config.metric, seed=config.seed)
+
+    def _end(self, job_id: str, to: JobState, message: str, *, hint: str | None = None) -> None:
+        """Fail (or, for a job cancelled on OpenAI's side, cancel) the job with ``message`` as its
+        error, unless it already ended."""
+        with contextlib.suppress(InvalidTransition, JobNotFound):
+            self.store.transition(
+                job_id,
+                to,
+                error=f"{message} {hint}" if hint else message,
+                message=message,
+                data={"hint": hint} if hint else None,
+            )
+
+    # ----- /ask
+
+    def ask(self, record: ModelRecord, prompt: str, *, compare: bool = False) -> Any:
+        """Answer with an OpenAI model from the registry (``Engine.ask`` routes kind ``openai``
+        here): an ``Answer``, or ``(base, tuned)`` with ``compare``. ``tokens`` is an estimate
+        (chat completions' usage is not passed through)."""
+        from engine.backends.local_serving import Answer
+        from engine.backends.openai_ft import estimate_tokens
+
+        if record.kind != BACKEND:
+            raise BackendUnavailable(f"Model {record.id} is not an OpenAI model.")
+        messages: list[dict[str, Any]] = []
+        if record.system_prompt:
+            messages.append({"role": "system", "content": record.system_prompt})
+        messages.append({"role": "user", "content": prompt})
+        tuner = self.tuner()
+        limit = int(self.settings.ask_max_new_tokens)
+
+        def one(model: str, label: str) -> Answer:
+            started = time.monotonic()
+            (text,) = tuner.generate(model, [messages], max_new_tokens=limit)
+            return Answer(
+                text=text,
+                model=label,
+                base_model=record.base_model,
+                adapter=None,
+                tokens=estimate_tokens(text),
+                finish_reason="stop",
+                seconds=time.monotonic() - started,
+            )
+
+        tuned = one(record.remote_name or record.id, record.id)
+        if not compare:
+            return tuned
+        return one(record.base_model, f"base:{record.base_model}"), tuned
+
+
+def _write_jsonl(path: Path, examples: Sequence[Sequence[Mapping[str, Any]]]) -> Path:
+    """The examples as OpenAI's chat JSONL (one ``{"messages": [...]}`` per line)."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        for messages in examples:
+            out.write(json.dumps({"messages": [dict(m) for m in messages]}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _openai_version() -> dict[str, str]:
+    from importlib import metadata
+
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        return {"openai": metadata.version("openai")}
+    return {}

@@ -43,6 +43,38 @@ _EXPORTS: dict[str, str] = {
     "CallbackSink": "engine.progress",
     "TeeSink": "engine.progress",
     "ThrottledSink": "engine.progress",
+    # training configuration (H-train): pure
+    "TrainConfig": "engine.config",
+    "parse_options": "engine.config",
+    "option_help": "engine.config",
+    # evaluation (H-eval): pure, stdlib only
+    "build_report": "engine.evaluate",
+    "render_report": "engine.evaluate",
+    "should_promote": "engine.evaluate",
+    "detect_task": "engine.evaluate",
+    "PRIMARY_METRIC": "engine.evaluate",
+    "LOWER_IS_BETTER": "engine.evaluate",
+    "VERDICTS": "engine.evaluate",
+    # store, service (H-orchestration)
+    "Store": "engine.store",
+    "DatasetRecord": "engine.store",
+    "ModelRecord": "engine.store",
+    "Engine": "engine.service",
+    "job_summary": "engine.service",
+    # serving (H-serve): what Engine.ask returns (no torch at import)
+    "Answer": "engine.backends.local_serving",
+    # datasets (H-dataset): pure validation, examples, split, leakage; token counting (lazy torch)
+    "validate_file": "engine.dataset",
+    "validate_bytes": "engine.dataset",
+    "ValidationReport": "engine.dataset",
+    "ValidationIssue": "engine.dataset",
+    "ValidationWarning": "engine.dataset",
+    "Example": "engine.dataset",
+    "read_examples": "engine.dataset",
+    "load_examples": "engine.dataset",
+    "split": "engine.dataset",
+    "leakage": "engine.dataset",
+    "token_counter_for": "engine.backends.local_tokens",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-HEAVY_ML = {"torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate", "tokenizers", "safetensors"}
+HEAVY_ML = {
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "bitsandbytes",
+    "datasets",
+    "accelerate",
+    "tokenizers",
+    "safetensors",
+}
 # library -> the only modules that may import it
 OWNERS: dict[str, set[str]] = {
     "openai": {"engine.backends.openai_ft"},
@@ -20,7 +30,15 @@ OWNERS: dict[str, set[str]] = {
 }
 ML_OWNERS_PREFIX = ("engine.backends.local_",)
 ML_OWNERS = {"engine.worker"}
-PURE_CORE = {"engine.dataset", "engine.jobs", "engine.evaluate", "engine.progress", "engine.errors", "engine.config", "engine.prompts"}
+PURE_CORE = {
+    "engine.dataset",
+    "engine.jobs",
+    "engine.evaluate",
+    "engine.progress",
+    "engine.errors",
+    "engine.config",
+    "engine.prompts",
+}
 SETTINGS_MODULES = {"engine.settings", "bot.settings"}
 
 
@@ -57,7 +75,14 @@ MODULES = _modules()
 
 def test_the_packages_have_modules() -> None:
     names = {name for name, _ in MODULES}
-    assert {"engine", "engine.errors", "engine.jobs", "engine.progress", "engine.settings", "bot.cli"} <= names
+    assert {
+        "engine",
+        "engine.errors",
+        "engine.jobs",
+        "engine.progress",
+        "engine.settings",
+        "bot.cli",
+    } <= names
 
 
 @pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
@@ -69,20 +94,40 @@ def test_import_rules(module: str, path: Path) -> None:
         if module.startswith("engine") and root in {"bot", "slack_bolt", "slack_sdk"}:
             problems.append(f"{where}: engine must never import bot or Slack")
         if module.startswith("bot") and root == "engine" and imported != "engine":
-            problems.append(f"{where}: bot imports engine only through its public API (`from engine import ...`)")
+            problems.append(
+                f"{where}: bot imports engine only through its public API (`from engine import ...`)"
+            )
         if root in HEAVY_ML:
             allowed = module in ML_OWNERS or module.startswith(ML_OWNERS_PREFIX)
             if not allowed:
-                problems.append(f"{where}: ML libraries live only in engine/backends/local_* and engine/worker.py")
+                problems.append(
+                    f"{where}: ML libraries live only in engine/backends/local_* and engine/worker.py"
+                )
             elif top:
-                problems.append(f"{where}: import ML libraries inside functions so `import engine` stays light")
+                problems.append(
+                    f"{where}: import ML libraries inside functions so `import engine` stays light"
+                )
         if root in OWNERS and module not in OWNERS[root]:
             problems.append(f"{where}: only {sorted(OWNERS[root])} may import {root}")
         if root == "matplotlib" and top:
             problems.append(f"{where}: import matplotlib inside functions")
         if module in PURE_CORE and root not in sys.stdlib_module_names and root != "engine":
             problems.append(f"{where}: {module} is a pure core (stdlib and engine only)")
-        if module in PURE_CORE and root == "engine" and imported not in {"engine.errors", "engine.progress", "engine.jobs", "engine.settings", "engine.dataset", "engine.evaluate", "engine.config", "engine.prompts"}:
+        if (
+            module in PURE_CORE
+            and root == "engine"
+            and imported
+            not in {
+                "engine.errors",
+                "engine.progress",
+                "engine.jobs",
+                "engine.settings",
+                "engine.dataset",
+                "engine.evaluate",
+                "engine.config",
+                "engine.prompts",
+            }
+        ):
             problems.append(f"{where}: a pure core may import only other pure engine modules")
     assert not problems, "\n".join(problems)
 
@@ -122,7 +167,9 @@ def test_importing_engine_and_the_slack_app_does_not_load_torch() -> None:
         "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 

@@ -15,7 +15,9 @@ def _digest(directory: Path) -> dict[str, str]:
 
 
 def test_resolve_passes_other_names_through(tmp_path: Path) -> None:
-    assert resolve_base_model("meta-llama/Llama-3.2-1B-Instruct", tmp_path) == "meta-llama/Llama-3.2-1B-Instruct"
+    assert (
+        resolve_base_model("meta-llama/Llama-3.2-1B-Instruct", tmp_path) == "meta-llama/Llama-3.2-1B-Instruct"
+    )
     assert not any(tmp_path.iterdir())
 
 

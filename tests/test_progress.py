@@ -21,7 +21,12 @@ class FakeClock:
 
 def test_event_round_trips_through_a_dict() -> None:
     event = ProgressEvent(
-        job_id="j", kind="eval", step=3, epoch=1.0, metrics={"eval_loss": 0.5}, data={"x": [1]},
+        job_id="j",
+        kind="eval",
+        step=3,
+        epoch=1.0,
+        metrics={"eval_loss": 0.5},
+        data={"x": [1]},
         at=datetime(2026, 1, 1, tzinfo=UTC),
     )
     assert ProgressEvent.from_dict(event.to_dict()) == event
@@ -47,7 +52,10 @@ def test_throttle_keeps_milestones_and_the_latest_step() -> None:
     sink.emit(step(5))  # passes
     sink.flush()
     assert [(e.kind, e.step) for e in inner.events] == [
-        ("step", 1), ("step", 3), ("alert", None), ("step", 5),
+        ("step", 1),
+        ("step", 3),
+        ("alert", None),
+        ("step", 5),
     ]
 
 

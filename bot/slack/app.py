@@ -1,0 +1,640 @@
+"""The Slack app: ``create_app(engine, settings, *, client)`` returns a configured Bolt ``App``.
+
+What it listens to (the tables :data:`COMMANDS`, :data:`EVENTS`, :data:`ACTIONS` must match
+``manifest.yml``; tests/test_manifest.py checks both ways):
+
+* ``message`` with files (subtype ``file_share``) and ``file_shared``: download the JSONL file
+  (bot/slack/files.py), store and validate it (``Engine.add_dataset``), reply in the file's
+  thread with the report and a Start fine-tuning button.
+* ``/finetune``: start a job (post the job card; bot/slack/progress.py edits it), or
+  ``status | list | cancel JOB | help``. ``/ask``: answer with the channel's model.
+* ``app_mention``: in a job's thread, ask that job's model; elsewhere, the channel's model.
+* buttons: Start fine-tuning, Cancel (owner or admin), the OpenAI cost confirmation.
+
+Rules this module keeps (reference/slack-platform.md):
+
+* **Ack at once, work elsewhere.** Listeners only parse (pure, microseconds) and ack; the work
+  (downloads, engine calls, Slack posts) runs on this app's own thread pool, never on Bolt's
+  five listener threads, and training runs in the engine's worker process.
+* **Idempotent.** Slack retries events and Bolt does not dedupe: events are deduplicated by
+  ``(team, event_id)`` and files by ``(team, file id)`` (one upload can arrive as both
+  ``message``/``file_share`` and ``file_shared``). A catch-all listener answers every other event
+  and action with 200, because Bolt answers unmatched requests with 404 and Slack retries those.
+* **Who may do what.** ``FTBOT_ALLOWED_USERS`` may start jobs (empty: everyone); the owner or an
+  ``FTBOT_ADMINS`` member may cancel. Every engine call carries the request's team, so nothing
+  from another workspace is visible.
+* **Errors are private** (ack text or ``chat.postEphemeral``) and built from our own messages
+  (``FtbotError.message``); an unexpected exception gives a generic reply, never its text, a
+  token, a file URL or a traceback.
+* **No environment.** Bolt reads ``SLACK_*`` variables for anything it is not given; every value
+  is passed explicitly (see bot/settings.py for the OAuth trap).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slack_bolt import App, BoltResponse
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+from slack_sdk.webhook import WebhookClient
+
+from bot.settings import BotSettings
+from bot.slack import blocks
+from bot.slack.files import DownloadError, check_file_meta, download, safe_filename
+from bot.slack.parse import (
+    AskRequest,
+    CancelRequest,
+    FinetuneRequest,
+    HelpRequest,
+    ListRequest,
+    ParseError,
+    StatusRequest,
+    parse_ask,
+    parse_finetune,
+)
+from bot.slack.progress import JobCards
+from engine import DatasetError, FtbotError, Job, JobNotFound, NotFound, UsageError
+
+log = logging.getLogger("ftbot.slack")
+
+COMMANDS = ("/finetune", "/ask")
+EVENTS = ("message", "file_shared", "app_mention")
+ACTIONS = blocks.ACTIONS
+
+GENERIC_ERROR = "Something went wrong on my side; the admin can find the details in the bot's log."
+NOT_ALLOWED = (
+    "You are not on the list of people who may start fine-tuning jobs here (FTBOT_ALLOWED_USERS). "
+    "Ask the bot's admin to add you."
+)
+DATASET_SUFFIXES = (".jsonl",)
+_MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
+
+
+def make_client(settings: BotSettings, *, timeout: int = 30) -> WebClient:
+    """The bot's Web API client: SLACK_API_URL, the bot token, and the SDK's retry handlers for
+    rate limits (HTTP 429 + Retry-After) and dropped connections."""
+    client = WebClient(token=settings.bot_token, base_url=settings.api_url, timeout=timeout)
+    add_retry_handlers(client)
+    return client
+
+
+def add_retry_handlers(client: WebClient) -> None:
+    """Make sure ``client`` retries 429s (3 times) and connection errors (2 times).
+
+    Bolt copies these handlers into every per-request client, so listeners get them too.
+    """
+    kinds = {type(h) for h in client.retry_handlers}
+    if RateLimitErrorRetryHandler not in kinds:
+        client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+    if ConnectionErrorRetryHandler not in kinds:
+        client.retry_handlers.append(ConnectionErrorRetryHandler(max_retry_count=2))
+
+
+class Seen:
+    """A bounded, thread-safe "seen before?" set with a time-to-live (event and file ids)."""
+
+    def __init__(
+        self, *, ttl: float = 3600.0, max_items: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._items: OrderedDict[tuple[str, ...], float] = OrderedDict()
+        self._ttl = ttl
+        self._max = max_items
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def first_time(self, *key: str) -> bool:
+        """True the first time ``key`` is offered within the TTL (and remember it)."""
+        now = self._clock()
+        with self._lock:
+            while self._items:
+                oldest, at = next(iter(self._items.items()))
+                if now - at < self._ttl and len(self._items) < self._max:
+                    break
+                self._items.pop(oldest)
+            if key in self._items:
+                return False
+            self._items[key] = now
+            return True
+
+
+@dataclass(frozen=True)
+class Where:
+    """Who asked, from where: every engine call is scoped by ``team``."""
+
+    team: str
+    channel: str
+    user: str
+    thread_ts: str | None = None
+    response_url: str | None = None
+    # Ephemeral replies show inside a thread only when the thread already exists (a mention in a
+    # job's thread), not under a fresh upload: there they go to the channel.
+    private_in_thread: bool = False
+
+
+def _user_message(exc: BaseException) -> str:
+    """What to tell the user about ``exc``: our own message for FtbotError, else generic."""
+    if isinstance(exc, FtbotError):
+        return str(exc)
+    return GENERIC_ERROR
+
+
+class SlackBot:
+    """The listeners' logic. Holds the engine, the settings, the client and the work pool."""
+
+    def __init__(
+        self,
+        engine: Any,
+        settings: BotSettings,
+        client: WebClient,
+        *,
+        cards: JobCards,
+        executor: Executor,
+        work_dir: Path,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.client = client
+        self.cards = cards
+        self.executor = executor
+        self.work_dir = work_dir
+        self.events_seen = Seen()
+        self.files_seen = Seen(ttl=24 * 3600.0)
+        # Slack file id -> dataset hash, so `/finetune F0123ABC` works for recent uploads.
+        self.file_datasets: dict[tuple[str, str], str] = {}
+
+    # ----- plumbing ------------------------------------------------------------------------------
+
+    def submit(self, func: Callable[..., None], where: Where, *args: Any) -> None:
+        """Run ``func(where, *args)`` on the work pool; report failures privately."""
+
+        def run() -> None:
+            try:
+                func(where, *args)
+            except FtbotError as exc:
+                self.private(where, blocks.error(_user_message(exc)))
+            except Exception:
+                log.exception("listener work failed (%s)", getattr(func, "__name__", func))
+                self.private(where, blocks.error(GENERIC_ERROR))
+
+        self.executor.submit(run)
+
+    def private(self, where: Where, message: blocks.Message) -> None:
+        """An ephemeral message to the user; through ``response_url`` when the bot cannot post
+        in the channel (it is not a member)."""
+        try:
+            kwargs: dict[str, Any] = {"channel": where.channel, "user": where.user, **message.kwargs()}
+            if where.thread_ts and where.private_in_thread:
+                kwargs["thread_ts"] = where.thread_ts
+            self.client.chat_postEphemeral(**kwargs)
+            return
+        except SlackApiError as exc:
+            log.info("chat.postEphemeral failed: %s", exc.response.get("error"))
+        if where.response_url:
+            try:
+                WebhookClient(where.response_url, timeout=10).send(
+                    response_type="ephemeral", replace_original=False, **message.kwargs()
+                )
+            except Exception:  # best effort: nowhere left to tell the user
+                log.warning("response_url reply failed")
+
+    def post(self, where: Where, message: blocks.Message, *, thread_ts: str | None = None) -> Any:
+        kwargs: dict[str, Any] = {"channel": where.channel, **message.kwargs()}
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        return self.client.chat_postMessage(**kwargs)
+
+    # ----- datasets ------------------------------------------------------------------------------
+
+    def on_file_message(self, where: Where, event: Mapping[str, Any]) -> None:
+        thread_ts = event.get("thread_ts") or event.get("ts")
+        for file in event.get("files") or []:
+            fid = str(file.get("id") or "")
+            if fid and self.files_seen.first_time(where.team, fid):
+                self.submit(self.intake, Where(where.team, where.channel, where.user, thread_ts), dict(file))
+
+    def on_file_shared(self, where: Where, event: Mapping[str, Any]) -> None:
+        fid = str(event.get("file_id") or (event.get("file") or {}).get("id") or "")
+        if fid and self.files_seen.first_time(where.team, fid):
+            self.submit(self.intake, where, {"id": fid})
+
+    def _file_info(self, fid: str) -> dict[str, Any]:
+        try:
+            return dict(self.client.files_info(file=fid)["file"])
+        except SlackApiError as exc:
+            raise DownloadError(
+                "I could not read that file's details from Slack.",
+                hint="Check that the app has the files:read scope, then share the file again.",
+            ) from exc
+
+    def intake(self, where: Where, file: dict[str, Any]) -> None:
+        """Download, store and validate one shared file; reply in its thread."""
+        fid = str(file["id"])
+        if not file.get("url_private_download") or file.get("mode") == "file_access" or "size" not in file:
+            file = {**file, **self._file_info(fid)}  # file_shared or a Slack Connect stub: ask Slack
+        name = safe_filename(file.get("name") or file.get("title"), f"{fid}.jsonl")
+        if not name.lower().endswith(DATASET_SUFFIXES):
+            log.info("ignoring shared file %s (%s): not JSONL", fid, file.get("filetype"))
+            return
+        if where.thread_ts is None:
+            where = Where(where.team, where.channel, where.user, _share_ts(file, where.channel))
+        check_file_meta(file, max_bytes=self.settings.max_upload_bytes)
+        url = str(file.get("url_private_download") or file.get("url_private") or "")
+        dest = self.work_dir / f"{fid}.jsonl"
+        try:
+            download(
+                url,
+                dest,
+                token=self.settings.bot_token or "",
+                allowed_origins=self.settings.file_hosts,
+                max_bytes=self.settings.max_upload_bytes,
+            )
+            try:
+                record = self.engine.add_dataset(
+                    dest, name=name, uploaded_by=where.user, team=where.team, channel=where.channel
+                )
+                report, dataset_hash = record.report, record.hash
+            except DatasetError as exc:
+                report, dataset_hash = exc.report, None
+        finally:
+            dest.unlink(missing_ok=True)
+        usable = bool(blocks.as_dict(report).get("ok"))
+        if dataset_hash:
+            self.file_datasets[(where.team, fid)] = dataset_hash
+        message = blocks.validation_report(report, name=name, dataset_hash=dataset_hash if usable else None)
+        self.post(where, message, thread_ts=where.thread_ts)
+
+    def resolve_dataset(self, where: Where, ref: str | None) -> str:
+        """A dataset hash from what the user typed: nothing (the channel's latest usable upload),
+        a Slack file id, or a hash (or its first characters)."""
+        if ref is None:
+            record = self.engine.latest_dataset(where.team, where.channel)
+            if record is None:
+                raise NotFound(
+                    "There is no usable dataset in this channel yet.",
+                    hint="Upload a .jsonl file of chat examples here first; I will check it and reply.",
+                )
+            return str(record.hash)
+        known = self.file_datasets.get((where.team, ref))
+        if known:
+            return known
+        return str(self.engine.dataset(ref, team=where.team).hash)
+
+    # ----- /finetune -----------------------------------------------------------------------------
+
+    def start_job(self, where: Where, request: FinetuneRequest) -> None:
+        dataset_hash = self.resolve_dataset(where, request.dataset)
+        eval_hash = self.resolve_dataset(where, request.eval_dataset) if request.eval_dataset else None
+        job = self.engine.submit(
+            dataset_hash,
+            options=dict(request.options),
+            owner=where.user,
+            team=where.team,
+            channel=where.channel,
+            eval_dataset_hash=eval_hash,
+        )
+        if self.cards.ensure(job) is None:
+            self.private(
+                where,
+                blocks.error(
+                    f"Job {job.id} is queued, but I cannot post in this channel: invite me with /invite, "
+                    f"then `/finetune status {job.id}`."
+                ),
+            )
+
+    def cancel_job(self, where: Where, job_id: str) -> None:
+        try:
+            job: Job = self.engine.job(job_id, team=where.team)
+        except NotFound:
+            raise JobNotFound(
+                f"There is no job {job_id} in this workspace.",
+                hint="`/finetune list` shows the jobs in this channel.",
+            ) from None
+        is_admin = self.settings.is_admin(where.user)
+        if job.owner != where.user and not is_admin:
+            self.private(
+                where,
+                blocks.error(
+                    f"Only the person who started {job.id} (<@{job.owner}>) or an admin can cancel it."
+                ),
+            )
+            return
+        if job.is_final:
+            self.private(where, blocks.error(f"Job {job.id} has already ended ({job.state})."))
+            return
+        job = self.engine.cancel(job.id, user=where.user, is_admin=is_admin, team=where.team)
+        self.cards.update(job)
+
+    def confirm_job(self, where: Where, job_id: str) -> None:
+        job: Job = self.engine.job(job_id, team=where.team)
+        if job.owner != where.user:  # spending money is the owner's call, not an admin's
+            self.private(where, blocks.error(f"Only the person who started {job.id} can accept its cost."))
+            return
+        self.engine.confirm(job.id, user=where.user, team=where.team)
+        self.cards.post_in_thread(
+            job, blocks.notice(f"<@{where.user}> accepted the cost; the job can start.")
+        )
+
+    def status(self, where: Where, job_id: str | None) -> None:
+        if job_id:
+            job = self.engine.job(job_id, team=where.team)
+        else:
+            jobs = self.engine.jobs(team=where.team, channel=where.channel, limit=1)
+            if not jobs:
+                self.private(where, blocks.jobs_list([]))
+                return
+            job = jobs[0]
+        position = self.engine.queue_position(job.id) if not job.is_final else None
+        self.private(where, blocks.job_card(job, queue_position=position))
+
+    def list_jobs(self, where: Where) -> None:
+        self.private(
+            where, blocks.jobs_list(self.engine.jobs(team=where.team, channel=where.channel, limit=20))
+        )
+
+    # ----- /ask and mentions ---------------------------------------------------------------------
+
+    def answer(self, where: Where, request: AskRequest, model: str | None = None) -> None:
+        """Answer in the channel (or thread); a placeholder shows after 2 s if it takes longer."""
+        placeholder: dict[str, Any] = {}
+        lock = threading.Lock()
+
+        def show_working() -> None:
+            with lock:
+                if "done" in placeholder:
+                    return
+                resp = self.post(
+                    where,
+                    blocks.notice(f"Thinking about <@{where.user}>'s question…"),
+                    thread_ts=where.thread_ts,
+                )
+                placeholder["ts"] = resp["ts"]
+
+        timer = threading.Timer(2.0, show_working)
+        timer.daemon = True
+        timer.start()
+        try:
+            result = self.engine.ask(
+                request.prompt,
+                model=model or request.model,
+                team=where.team,
+                channel=where.channel,
+                compare=request.compare,
+            )
+        finally:
+            timer.cancel()
+            with lock:
+                placeholder["done"] = True
+        message = blocks.ask_answer(result, prompt=request.prompt, user=where.user)
+        if "ts" in placeholder:
+            self.client.chat_update(channel=where.channel, ts=placeholder["ts"], **message.kwargs())
+        else:
+            self.post(where, message, thread_ts=where.thread_ts)
+
+    def on_mention(self, where: Where, text: str) -> None:
+        prompt = _MENTION.sub("", text or "").strip()
+        if not prompt:
+            self.post(where, blocks.help_message("ask"), thread_ts=where.thread_ts)
+            return
+        request = parse_ask(prompt)
+        if isinstance(request, HelpRequest):
+            self.post(where, blocks.help_message("ask"), thread_ts=where.thread_ts)
+            return
+        model = None
+        if where.thread_ts:
+            job = self.job_for_thread(where)
+            if job is not None:
+                if not job.model_id:
+                    self.post(
+                        where,
+                        blocks.notice(
+                            f"Job {job.id} has no model yet ({job.state}); ask again when it has finished."
+                        ),
+                        thread_ts=where.thread_ts,
+                    )
+                    return
+                model = job.model_id
+        self.answer(where, request, model)
+
+    def job_for_thread(self, where: Where) -> Job | None:
+        for job in self.engine.jobs(team=where.team, channel=where.channel, limit=200):
+            if str((job.reply_to or {}).get("ts")) == where.thread_ts:
+                return job
+        return None
+
+
+def _share_ts(file: Mapping[str, Any], channel: str) -> str | None:
+    """The message ts of ``file``'s share in ``channel`` (from files.info ``shares``)."""
+    shares = file.get("shares") or {}
+    for kind in ("public", "private"):
+        for share in (shares.get(kind) or {}).get(channel) or []:
+            if share.get("ts"):
+                return str(share.get("thread_ts") or share["ts"])
+    return None
+
+
+def create_app(
+    engine: Any,
+    settings: BotSettings,
+    *,
+    client: WebClient,
+    cards: JobCards | None = None,
+    executor: Executor | None = None,
+    work_dir: Path | None = None,
+    token_verification: bool = True,
+) -> App:
+    """Build the Bolt app around ``engine`` (the Engine facade) and ``client``.
+
+    Args:
+        engine: the Engine; its ``sink_for`` should be ``cards.sink_for`` so jobs report on
+            their cards (``ftbot serve`` wires this).
+        settings: who may do what, file limits, the signing secret.
+        client: the Web API client (see :func:`make_client`); retry handlers are added if missing.
+        cards: the job card registry shared with the engine's ``sink_for`` (one is made if None).
+        executor: where post-ack work runs (default: a pool of 8 threads).
+        work_dir: where downloads land before the engine stores them (default: a temp dir).
+        token_verification: call ``auth.test`` now (fails fast on a bad token).
+
+    Raises:
+        UsageError: HTTP use without a signing secret.
+    """
+    if settings.mode != "socket" and not settings.signing_secret:
+        raise UsageError("SLACK_SIGNING_SECRET is needed to serve Slack over HTTP.")
+    add_retry_handlers(client)
+    cards = cards or JobCards(client)
+    cards.bind(engine)
+    bot = SlackBot(
+        engine,
+        settings,
+        client,
+        cards=cards,
+        executor=executor or ThreadPoolExecutor(max_workers=8, thread_name_prefix="ftbot-work"),
+        work_dir=work_dir or Path(tempfile.mkdtemp(prefix="ftbot-uploads-")),
+    )
+    app = App(
+        client=client,
+        signing_secret=settings.signing_secret or "",  # "" (not None) so Bolt does not read the env
+        # Always verify HTTP requests when there is a secret (Bolt skips it for Socket Mode
+        # requests by itself); without one this app is Socket-Mode-only (checked above).
+        request_verification_enabled=bool(settings.signing_secret),
+        token_verification_enabled=token_verification,
+        name="ftbot",
+        listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="ftbot-bolt"),
+    )
+    register(app, bot)
+    return app
+
+
+def register(app: App, bot: SlackBot) -> None:
+    """Wire every command, event and action in the tables above to ``bot``."""
+
+    @app.middleware
+    def dedupe_events(body: dict[str, Any], next: Callable[[], None]) -> BoltResponse | None:
+        # Slack retries an event it thinks failed; process each event_id once, answer 200 always.
+        if body.get("type") == "event_callback" and body.get("event_id"):
+            team = str(body.get("team_id") or "")
+            if not bot.events_seen.first_time(team, str(body["event_id"])):
+                return BoltResponse(status=200, body="")
+        next()
+        return None
+
+    def where_from_command(command: Mapping[str, Any]) -> Where:
+        return Where(
+            team=str(command.get("team_id") or ""),
+            channel=str(command.get("channel_id") or ""),
+            user=str(command.get("user_id") or ""),
+            response_url=command.get("response_url"),
+        )
+
+    @app.command("/finetune")
+    def finetune(ack: Callable[..., None], command: dict[str, Any]) -> None:
+        where = where_from_command(command)
+        try:
+            request = parse_finetune(command.get("text") or "")
+        except ParseError as exc:
+            ack(**blocks.error(str(exc)).kwargs())
+            return
+        if isinstance(request, HelpRequest):
+            ack(**blocks.help_message("finetune").kwargs())
+        elif isinstance(request, FinetuneRequest):
+            if not bot.settings.may_start_jobs(where.user):
+                ack(**blocks.error(NOT_ALLOWED).kwargs())
+                return
+            ack(text="Preparing the fine-tuning job; the job card will appear in this channel.")
+            bot.submit(bot.start_job, where, request)
+        elif isinstance(request, CancelRequest):
+            ack(text=f"Cancelling {request.job_id}…")
+            bot.submit(bot.cancel_job, where, request.job_id)
+        elif isinstance(request, StatusRequest):
+            ack()
+            bot.submit(bot.status, where, request.job_id)
+        elif isinstance(request, ListRequest):
+            ack()
+            bot.submit(bot.list_jobs, where)
+
+    @app.command("/ask")
+    def ask(ack: Callable[..., None], command: dict[str, Any]) -> None:
+        where = where_from_command(command)
+        try:
+            request = parse_ask(command.get("text") or "")
+        except ParseError as exc:
+            ack(**blocks.error(str(exc)).kwargs())
+            return
+        if isinstance(request, HelpRequest):
+            ack(**blocks.help_message("ask").kwargs())
+            return
+        ack(text=f"Thinking about: {blocks.escape(request.prompt[:200])}")
+        bot.submit(bot.answer, where, request)
+
+    def where_from_event(body: Mapping[str, Any], event: Mapping[str, Any]) -> Where:
+        return Where(
+            team=str(body.get("team_id") or event.get("team") or ""),
+            channel=str(event.get("channel") or event.get("channel_id") or ""),
+            user=str(event.get("user") or event.get("user_id") or ""),
+            thread_ts=event.get("thread_ts"),
+        )
+
+    @app.event({"type": "message", "subtype": "file_share"})
+    def file_message(body: dict[str, Any], event: dict[str, Any]) -> None:
+        bot.on_file_message(where_from_event(body, event), event)
+
+    @app.event("file_shared")
+    def file_shared(body: dict[str, Any], event: dict[str, Any]) -> None:
+        bot.on_file_shared(where_from_event(body, event), event)
+
+    @app.event("app_mention")
+    def mention(body: dict[str, Any], event: dict[str, Any]) -> None:
+        where = where_from_event(body, event)
+        where = Where(
+            where.team,
+            where.channel,
+            where.user,
+            where.thread_ts or event.get("ts"),
+            private_in_thread=bool(where.thread_ts),
+        )
+        bot.submit(bot.on_mention, where, str(event.get("text") or ""))
+
+    @app.event("message")
+    def other_messages() -> None:
+        """Plain messages, edits, joins…: nothing to do, but answer 200 (not 404)."""
+
+    @app.event(re.compile(".*"))
+    def other_events() -> None:
+        """Any other event type: 200 so Slack does not retry it."""
+
+    def where_from_action(body: Mapping[str, Any]) -> Where:
+        container = body.get("container") or {}
+        return Where(
+            team=str((body.get("team") or {}).get("id") or body.get("team_id") or ""),
+            channel=str((body.get("channel") or {}).get("id") or container.get("channel_id") or ""),
+            user=str((body.get("user") or {}).get("id") or ""),
+            thread_ts=container.get("thread_ts"),
+            response_url=body.get("response_url"),
+        )
+
+    def action_value(body: Mapping[str, Any]) -> str:
+        actions = body.get("actions") or [{}]
+        return str(actions[0].get("value") or "")
+
+    @app.action(blocks.ACTION_START)
+    def start_button(ack: Callable[..., None], body: dict[str, Any]) -> None:
+        ack()
+        where = where_from_action(body)
+        if not bot.settings.may_start_jobs(where.user):
+            bot.submit(lambda w: bot.private(w, blocks.error(NOT_ALLOWED)), where)
+            return
+        bot.submit(
+            bot.start_job,
+            Where(where.team, where.channel, where.user, None, where.response_url),
+            FinetuneRequest(dataset=action_value(body)),
+        )
+
+    @app.action(blocks.ACTION_CANCEL)
+    def cancel_button(ack: Callable[..., None], body: dict[str, Any]) -> None:
+        ack()
+        bot.submit(bot.cancel_job, where_from_action(body), action_value(body))
+
+    @app.action(blocks.ACTION_CONFIRM)
+    def confirm_button(ack: Callable[..., None], body: dict[str, Any]) -> None:
+        ack()
+        bot.submit(bot.confirm_job, where_from_action(body), action_value(body))
+
+    @app.action(re.compile(".*"))
+    def other_actions(ack: Callable[..., None]) -> None:
+        ack()
+
+    @app.error
+    def on_error(error: Exception, body: dict[str, Any]) -> None:
+        # Bolt's default handler only logs; we log without the body (it may hold user data).
+        log.error("unhandled listener error: %s", type(error).__name__, exc_info=error)

@@ -1,0 +1,727 @@
+"""Engine results -> Slack messages (Block Kit + fallback text), and the same messages as plain
+terminal text for the console. Pure: stdlib and engine types only; no I/O.
+
+Every builder returns a :class:`Message`. ``text`` is the notification/screen-reader fallback
+Slack requires next to ``blocks``; :func:`to_plain` renders ``blocks`` for a terminal so the
+console shows exactly what Slack shows.
+
+The engine's reports arrive as objects with ``to_dict()`` or as mappings; builders read them
+tolerantly (a missing figure is left out, never a crash), because a half-written report must
+still be shown.
+
+Limits kept (Slack rejects bigger payloads): section text <= 3000 characters, <= 10 fields,
+header <= 150, button text <= 75, <= 50 blocks; user text is escaped for mrkdwn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import BUILTIN_TINY, Job, JobState, ProgressEvent
+
+ACTION_START = "start_finetune"
+ACTION_CANCEL = "cancel_job"
+ACTION_CONFIRM = "confirm_job"
+ACTIONS = (ACTION_START, ACTION_CANCEL, ACTION_CONFIRM)
+
+SECTION_LIMIT = 3000
+TINY_NOTE = (
+    "builtin:tiny is a tiny demo model built on this machine: it shows the workflow, "
+    "its answers are not meant to be good."
+)
+# engine/evaluate.py LOWER_IS_BETTER, plus losses.
+_LOWER_IS_BETTER = {"mae", "mae_parsed", "median_ae", "p90_ae", "max_ae", "mape", "loss", "eval_loss"}
+_STATE_EMOJI = {
+    "queued": ":hourglass:",
+    "validating": ":mag:",
+    "baseline": ":straight_ruler:",
+    "training": ":hammer_and_wrench:",
+    "evaluating": ":bar_chart:",
+    "succeeded": ":white_check_mark:",
+    "failed": ":x:",
+    "cancelled": ":no_entry_sign:",
+}
+VERDICTS = {
+    "improved": (":white_check_mark:", "Fine-tuning helped"),
+    "worse": (":x:", "Fine-tuning made it worse"),
+    "no_significant_difference": (":heavy_minus_sign:", "No significant difference"),
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Arguments for chat.postMessage / chat.update / chat.postEphemeral."""
+        return {"text": self.text, "blocks": self.blocks}
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def escape(text: Any) -> str:
+    """Escape user-controlled text for mrkdwn (Slack's rule: &, <, > only)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int = SECTION_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A report object (``to_dict()``), dataclass or mapping as a plain dict; {} for None."""
+    if obj is None:
+        return {}
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return dict(to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return dict(getattr(obj, "__dict__", {}))
+
+
+def header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": _clip(text, 150), "emoji": True}}
+
+
+def section(text: str, *, fields: Sequence[str] = (), block_id: str | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}
+    if fields:
+        block["fields"] = [{"type": "mrkdwn", "text": _clip(f, 2000)} for f in fields[:10]]
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def fields_section(fields: Sequence[str]) -> dict[str, Any]:
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, 2000)} for f in fields[:10]]}
+
+
+def context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(text)}]}
+
+
+def button(
+    text: str,
+    action_id: str,
+    value: str,
+    *,
+    style: str | None = None,
+    confirm: tuple[str, str, str, str] | None = None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text[:75]},
+        "action_id": action_id,
+        "value": value[:2000],
+    }
+    if style:
+        out["style"] = style
+    if confirm:
+        title, body, yes, no = confirm
+        out["confirm"] = {
+            "title": {"type": "plain_text", "text": title[:100]},
+            "text": {"type": "plain_text", "text": body[:300]},
+            "confirm": {"type": "plain_text", "text": yes[:30]},
+            "deny": {"type": "plain_text", "text": no[:30]},
+        }
+    return out
+
+
+def fmt_number(value: Any, digits: int = 4) -> str:
+    if isinstance(value, bool) or value is None:
+        return "–" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        if abs(value) >= 1e6:
+            return f"{value:.3e}"
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.3g}"  # learning rates: 0.0002, 1e-05
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def fmt_duration(seconds: Any) -> str:
+    if not isinstance(seconds, int | float) or seconds != seconds or seconds < 0:
+        return "–"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def progress_bar(done: int | None, total: int | None, width: int = 20) -> str:
+    """``▓▓▓▓░░░░ 40%``; an empty bar when the total is unknown."""
+    if not total or done is None:
+        return "░" * width
+    frac = max(0.0, min(1.0, done / total))
+    filled = round(frac * width)
+    return "▓" * filled + "░" * (width - filled) + f" {frac:.0%}"
+
+
+def model_note(model: str | None) -> str | None:
+    return TINY_NOTE if model and BUILTIN_TINY in str(model) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets
+
+
+def validation_report(
+    report: Any, *, name: str, dataset_hash: str | None = None, max_items: int = 10
+) -> Message:
+    """The reply to an upload: counts, errors with line numbers, warnings, and a Start button
+    when the data is usable."""
+    rep = as_dict(report)
+    ok = bool(rep.get("ok"))
+    stats = as_dict(rep.get("stats"))
+    errors = [as_dict(e) for e in rep.get("errors") or []]
+    warnings = [as_dict(w) for w in rep.get("warnings") or []]
+    examples = stats.get("examples")
+    title = f"{'Ready' if ok else 'Not usable'}: {name}"
+    verdict = (
+        f":white_check_mark: *{escape(name)}* can be used for fine-tuning."
+        if ok
+        else f":x: *{escape(name)}* cannot be used yet: fix the errors below and upload it again."
+    )
+    blocks: list[dict[str, Any]] = [header(title), section(verdict)]
+    stat_fields = [f"*Examples*\n{fmt_number(examples)}"]
+    if stats.get("task"):
+        stat_fields.append(f"*Task*\n{escape(stats['task'])}")
+    for key, label in (
+        ("tokens_total", "Tokens"),
+        ("tokens_mean", "Tokens per example (mean)"),
+        ("tokens_max", "Longest example (tokens)"),
+        ("duplicates", "Duplicates"),
+    ):
+        if stats.get(key) is not None:
+            stat_fields.append(f"*{label}*\n{fmt_number(stats[key])}")
+    blocks.append(fields_section(stat_fields))
+    lines: list[str] = []
+    if errors:
+        shown = [
+            f"• line {e['line']}: {escape(e.get('message', ''))}"
+            if e.get("line") is not None
+            else f"• {escape(e.get('message', ''))}"
+            for e in errors[:max_items]
+        ]
+        more = f"\n…and {len(errors) - max_items} more" if len(errors) > max_items else ""
+        blocks.append(section(f"*Errors ({len(errors)})*\n" + "\n".join(shown) + more))
+        lines.append(f"{len(errors)} error(s), first: {errors[0].get('message', '')}")
+    if warnings:
+        shown = []
+        for w in warnings[:max_items]:
+            where = w.get("lines") or []
+            at = (
+                " (lines " + ", ".join(map(str, where[:5])) + (", …" if len(where) > 5 else "") + ")"
+                if where
+                else ""
+            )
+            shown.append(f"• {escape(w.get('message', ''))}{at}")
+        more = f"\n…and {len(warnings) - max_items} more" if len(warnings) > max_items else ""
+        blocks.append(section(f"*Warnings ({len(warnings)})*\n" + "\n".join(shown) + more))
+    if ok and dataset_hash:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"dataset_{dataset_hash[:40]}",
+                "elements": [button("Start fine-tuning", ACTION_START, dataset_hash, style="primary")],
+            }
+        )
+        blocks.append(
+            context(f"Or type `/finetune {dataset_hash[:12]}` with options; `/finetune help` lists them.")
+        )
+    text = f"{name}: {'usable' if ok else 'not usable'}, {fmt_number(examples)} examples"
+    if lines:
+        text += "; " + lines[0]
+    return Message(text=text, blocks=blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+# jobs
+
+
+@dataclass
+class JobProgress:
+    """What the job card shows, folded from the job's events (see :meth:`apply`)."""
+
+    state: str = "queued"
+    step: int | None = None
+    total: int | None = None
+    epoch: float | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    eta_seconds: float | None = None
+    message: str = ""
+
+    def apply(self, event: ProgressEvent) -> None:
+        if event.kind == "state" and event.data.get("state"):
+            self.state = str(event.data["state"])
+            self.message = event.message
+        elif event.kind == "step":
+            self.step, self.total = event.step, event.total or self.total
+            self.epoch = event.epoch if event.epoch is not None else self.epoch
+            m = event.metrics
+            self.loss = m.get("loss", self.loss)
+            self.learning_rate = m.get("learning_rate", self.learning_rate)
+            self.eta_seconds = m.get("eta_seconds", self.eta_seconds)
+        elif event.kind == "eval":
+            self.eval_loss = event.metrics.get("eval_loss", self.eval_loss)
+
+
+def job_card(
+    job: Job,
+    progress: JobProgress | None = None,
+    *,
+    queue_position: int | None = None,
+    dataset_name: str | None = None,
+) -> Message:
+    """The job card: edited in place as the job moves. Cancel is shown while the job can stop."""
+    progress = progress or JobProgress(state=str(job.state))
+    state = str(job.state) if job.is_final else progress.state
+    emoji = _STATE_EMOJI.get(state, ":gear:")
+    backend = f"{job.backend} · {job.base_model}"
+    status = f"{emoji} *{state}*"
+    if state == "queued" and queue_position:
+        status += f" (position {queue_position} in the queue)" if queue_position > 1 else " (next in line)"
+    if job.error and state in ("failed", "cancelled"):
+        status += f"\n{escape(job.error)[:500]}"
+    elif progress.message and state not in ("succeeded",):
+        status += f"\n_{escape(progress.message)[:300]}_"
+    blocks: list[dict[str, Any]] = [
+        header(f"Fine-tune {job.id}"),
+        section(status, block_id=f"status_{job.id}"),
+    ]
+    fields = [
+        f"*Model*\n{escape(backend)}",
+        f"*Dataset*\n{escape(dataset_name or (job.result or {}).get('dataset_name') or job.dataset_hash[:12])}",
+    ]
+    if progress.total or state == "training":
+        step = f"{progress.step or 0}/{progress.total or '?'}"
+        if progress.epoch is not None:
+            step += f" (epoch {progress.epoch:.2f})"
+        fields.append(
+            f"*Progress*\n`{progress_bar(progress.step, progress.total)}`\nstep {step}"
+            if progress.total
+            else "*Progress*\nstarting…"
+        )
+    if progress.loss is not None:
+        fields.append(f"*Loss*\n{fmt_number(progress.loss)}")
+    if progress.eval_loss is not None:
+        fields.append(f"*Eval loss*\n{fmt_number(progress.eval_loss)}")
+    if progress.learning_rate is not None:
+        fields.append(f"*Learning rate*\n{fmt_number(progress.learning_rate, 3)}")
+    if progress.eta_seconds is not None and not job.is_final:
+        fields.append(f"*ETA*\n{fmt_duration(progress.eta_seconds)}")
+    if job.model_id and job.is_final:
+        fields.append(f"*Model id*\n`{escape(job.model_id)}`")
+    blocks.append(fields_section(fields))
+    note = model_note(job.base_model)
+    ctx = f"Started by <@{job.owner}>" if job.owner else "Started from the console"
+    ctx += " · details in the thread"
+    if note:
+        ctx += f" · {note}"
+    blocks.append(context(ctx))
+    if not job.is_final:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"job_{job.id}",
+                "elements": [
+                    button(
+                        "Cancel",
+                        ACTION_CANCEL,
+                        job.id,
+                        style="danger",
+                        confirm=(
+                            "Cancel this job?",
+                            "Training stops and the job ends as cancelled.",
+                            "Cancel job",
+                            "Keep running",
+                        ),
+                    )
+                ],
+            }
+        )
+    text = f"Fine-tune {job.id}: {state}"
+    if progress.total:
+        text += f", step {progress.step or 0}/{progress.total}"
+    if progress.loss is not None:
+        text += f", loss {fmt_number(progress.loss)}"
+    return Message(text=text, blocks=blocks)
+
+
+def jobs_list(jobs: Sequence[Job], *, title: str = "Fine-tune jobs in this channel") -> Message:
+    if not jobs:
+        return Message(
+            text="No jobs yet.",
+            blocks=[section("No fine-tune jobs here yet. Upload a JSONL dataset, then type `/finetune`.")],
+        )
+    lines = []
+    for job in jobs[:25]:
+        emoji = _STATE_EMOJI.get(str(job.state), ":gear:")
+        owner = f" by <@{job.owner}>" if job.owner else ""
+        model = f" → `{escape(job.model_id)}`" if job.model_id else ""
+        lines.append(f"{emoji} `{job.id}` *{job.state}* · {escape(job.base_model)}{owner}{model}")
+    more = f"\n…and {len(jobs) - 25} more" if len(jobs) > 25 else ""
+    return Message(text=f"{len(jobs)} job(s)", blocks=[header(title), section("\n".join(lines) + more)])
+
+
+def preflight(data: Mapping[str, Any], message: str = "") -> Message:
+    """The pre-flight estimate posted before training."""
+    d = dict(data)
+    fields = []
+    for key, label, fmt in (
+        ("examples", "Examples", fmt_number),
+        ("tokens", "Training tokens", fmt_number),
+        ("steps", "Steps", fmt_number),
+        ("seconds", "Estimated time", fmt_duration),
+        ("gpu_memory_gb", "GPU memory (GB)", fmt_number),
+        ("cost_usd", "Estimated cost (USD)", lambda v: f"${v:,.2f}"),
+    ):
+        if d.get(key) is not None:
+            try:
+                fields.append(f"*{label}*\n{fmt(d[key])}")
+            except (TypeError, ValueError):
+                fields.append(f"*{label}*\n{escape(d[key])}")
+    fits = d.get("fits")
+    text = message or d.get("message") or "Pre-flight estimate"
+    head = (":warning: " if fits is False else ":clipboard: ") + escape(text)
+    blocks = [section(f"*Pre-flight*\n{head}")]
+    if fields:
+        blocks.append(fields_section(fields))
+    return Message(text=f"Pre-flight: {text}", blocks=blocks)
+
+
+def confirm_cost(job_id: str, cost: Any, message: str = "") -> Message:
+    """An OpenAI job above the cost threshold waits for this button."""
+    cost_text = f"${cost:,.2f}" if isinstance(cost, int | float) else "an unknown amount"
+    text = message or f"This job would cost about {cost_text} on OpenAI. Start it?"
+    return Message(
+        text=text,
+        blocks=[
+            section(f":moneybag: {escape(text)}"),
+            {
+                "type": "actions",
+                "block_id": f"confirm_{job_id}",
+                "elements": [
+                    button("Start (I accept the cost)", ACTION_CONFIRM, job_id, style="primary"),
+                    button("Cancel", ACTION_CANCEL, job_id),
+                ],
+            },
+        ],
+    )
+
+
+_INFO_ALERTS = {"promotion": ":label:"}  # alert codes that are news, not warnings
+
+
+def alert(message: str, code: str | None = None) -> Message:
+    """Something the user should know now; a warning unless its code is plain news."""
+    if code in _INFO_ALERTS:
+        return Message(text=message, blocks=[section(f"{_INFO_ALERTS[code]} {escape(message)}")])
+    return Message(text=f"Alert: {message}", blocks=[section(f":warning: {escape(message)}")])
+
+
+def notice(text: str) -> Message:
+    """A plain note (state changes, promotions, logs)."""
+    return Message(text=text, blocks=[section(escape(text))])
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+_NOT_METRICS = {"n", "count", "examples", "skipped"}
+_MODEL_COLUMNS = (("zero_shot", "base zero-shot"), ("few_shot", "base few-shot"), ("finetuned", "fine-tuned"))
+
+
+def _eval_models(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{column: {metric: value}} from the shapes the engine may use: ``baseline.zero_shot`` +
+    ``finetuned`` (the `ftbot run --json` contract), top-level ``zero_shot``/``few_shot``, or a
+    ``models`` mapping."""
+    out: dict[str, dict[str, Any]] = {}
+    sources: list[Mapping[str, Any]] = [report]
+    for key in ("baseline", "models", "results"):
+        if isinstance(report.get(key), Mapping):
+            sources.append(report[key])
+    for column, _ in _MODEL_COLUMNS:
+        for src in sources:
+            value = src.get(column)
+            if isinstance(value, Mapping):
+                metrics = value.get("metrics") if isinstance(value.get("metrics"), Mapping) else value
+                out[column] = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+                break
+    return out
+
+
+def baseline(data: Mapping[str, Any]) -> Message:
+    """Baseline results (before training): the same table without the fine-tuned column."""
+    table = _metrics_table(dict(data))
+    return Message(text="Baseline measured", blocks=[section("*Baseline (before fine-tuning)*\n" + table)])
+
+
+def _metrics_table(report: Mapping[str, Any], *, max_metrics: int = 8) -> str:
+    models = _eval_models(report)
+    columns = [(key, label) for key, label in _MODEL_COLUMNS if key in models]
+    if not columns:
+        return "_no figures_"
+    primary = report.get("metric")
+    metrics: list[str] = []
+    if primary and any(primary in models[c] for c, _ in columns):
+        metrics.append(str(primary))
+    for c, _ in columns:
+        for m in models[c]:
+            if m not in metrics and m not in _NOT_METRICS:
+                metrics.append(m)
+    metrics = metrics[:max_metrics]
+    width = max(len(m) for m in metrics) + 2 if metrics else 8
+    head = "metric".ljust(width) + "".join(label.rjust(16) for _, label in columns)
+    rows = [head]
+    for m in metrics:
+        mark = " ↓" if m in _LOWER_IS_BETTER else ""
+        rows.append(
+            (m + mark).ljust(width) + "".join(fmt_number(models[c].get(m)).rjust(16) for c, _ in columns)
+        )
+    return "```\n" + "\n".join(rows) + "\n```"
+
+
+def eval_table(report: Any) -> Message:
+    """Zero-shot, few-shot and fine-tuned side by side on the task's metrics (↓: lower is better)."""
+    rep = as_dict(report)
+    task = rep.get("task")
+    metric = rep.get("metric")
+    intro = "*Evaluation*"
+    if task:
+        intro += f" · task: {escape(task)}"
+    if metric:
+        intro += f" · judged by `{escape(metric)}`" + (
+            " (lower is better)" if metric in _LOWER_IS_BETTER else ""
+        )
+    n = rep.get("n") or rep.get("examples") or rep.get("eval_examples")
+    if n:
+        intro += f" · {fmt_number(n)} held-out examples"
+    return Message(text="Evaluation results", blocks=[section(intro + "\n" + _metrics_table(rep))])
+
+
+def shown_flags(report: Any) -> set[str]:
+    """The caveat messages :func:`verdict` shows, so a sink can skip the same text arriving again
+    as separate ``alert`` events."""
+    flags = as_dict(report).get("flags") or []
+    return {str(f.get("message") if isinstance(f, Mapping) else f) for f in flags}
+
+
+def verdict(report: Any) -> Message:
+    """The honest verdict, with the confidence interval and any outlier caveats the engine gave."""
+    rep = as_dict(report)
+    key = str(rep.get("verdict") or "no_significant_difference")
+    emoji, title = VERDICTS.get(key, (":grey_question:", key.replace("_", " ")))
+    lines = [f"{emoji} *{title}*"]
+    detail = rep.get("verdict_text") or rep.get("summary")
+    if detail:
+        lines.append(escape(detail))
+    interval = rep.get("interval")
+    if isinstance(interval, Mapping) and interval.get("low") is not None and not detail:
+        conf = interval.get("confidence") or 0.95
+        lines.append(
+            f"Change vs the best baseline: {round(conf * 100)}% range "
+            f"{fmt_number(interval.get('low'))} to {fmt_number(interval.get('high'))}"
+        )
+    for flag in rep.get("flags") or rep.get("notes") or []:
+        text = flag.get("message") if isinstance(flag, Mapping) else flag
+        if text:
+            lines.append(f"• {escape(text)}")
+    note = model_note(rep.get("base_model"))
+    if note:
+        lines.append(f"_{note}_")
+    return Message(text=f"Verdict: {title}", blocks=[section("\n".join(lines))])
+
+
+def flips(report: Any, *, limit: int = 3) -> Message | None:
+    """A few examples the fine-tune fixed and broke; None when the report has none."""
+    rep = as_dict(report)
+    raw = rep.get("flips") or {}
+    if not isinstance(raw, Mapping):
+        return None
+    parts = []
+    for key, title in (("fixed", "Fixed by fine-tuning"), ("broken", "Broken by fine-tuning")):
+        items = list(raw.get(key) or [])[:limit]
+        if not items:
+            continue
+        count = raw.get(f"{key}_count")
+        lines = [f"*{title}*" + (f" ({count} in all)" if isinstance(count, int) else "")]
+        for item in items:
+            it = as_dict(item)
+            before = it.get("baseline", it.get("before", ""))
+            after = it.get("finetuned", it.get("after", ""))
+            prompt = it.get("prompt")
+            lines.append(
+                (f"> {escape(str(prompt)[:200])}\n" if prompt else "")
+                + f"expected `{escape(str(it.get('reference', ''))[:100])}`"
+                f" · before `{escape(str(before)[:100])}` · after `{escape(str(after)[:100])}`"
+            )
+        parts.append("\n".join(lines))
+    if parts and raw.get("rule"):
+        parts.append(f"_{escape(raw['rule'])}_")
+    if not parts:
+        return None
+    return Message(text="Examples that changed", blocks=[section(p) for p in parts])
+
+
+def final_summary(job: Job, report: Any = None, *, promoted: bool | None = None) -> Message:
+    """Broadcast to the channel when a job ends."""
+    rep = as_dict(report)
+    state = str(job.state)
+    if state == JobState.SUCCEEDED:
+        key = str(rep.get("verdict") or "")
+        emoji, title = VERDICTS.get(key, (":white_check_mark:", "finished"))
+        text = f"Fine-tune {job.id} finished: {title.lower()}."
+        if job.model_id:
+            text += f" Model `{job.model_id}`."
+        if promoted is True:
+            text += " It is now this channel's default for /ask."
+        elif promoted is False:
+            text += " The channel's /ask model is unchanged."
+        return Message(text=text, blocks=[section(f"{emoji} {escape(text)}")])
+    if state == JobState.CANCELLED:
+        text = f"Fine-tune {job.id} was cancelled."
+        return Message(text=text, blocks=[section(f":no_entry_sign: {escape(text)}")])
+    text = f"Fine-tune {job.id} failed: {job.error or 'see the thread'}"
+    return Message(text=text, blocks=[section(f":x: {escape(text)}")])
+
+
+# ---------------------------------------------------------------------------------------------
+# ask, help, errors
+
+
+def ask_answer(answer: Any, *, prompt: str, user: str | None = None) -> Message:
+    """An answer to /ask: the engine's ``Answer`` (text, model, base_model, note), or for
+    ``compare`` a ``(base_answer, tuned_answer)`` pair shown side by side."""
+    base: dict[str, Any] | None = None
+    if isinstance(answer, tuple | list) and len(answer) == 2:
+        base, answer = as_dict(answer[0]), answer[1]
+    d = {"text": answer} if isinstance(answer, str) else as_dict(answer)
+    text = str(d.get("text") or d.get("answer") or "")
+    model = str(d.get("model") or d.get("model_id") or "the base model")
+    base_model = d.get("base_model")
+    asked = f"<@{user}> asked" if user else "Question"
+    blocks = [section(f"{asked}: _{escape(prompt)[:500]}_")]
+    if base is not None:
+        blocks.append(
+            section(
+                f"*Base model ({escape(base.get('base_model') or base.get('model') or '')})*\n"
+                f"{escape(base.get('text') or '') or '_(empty answer)_'}"
+            )
+        )
+        blocks.append(section(f"*{escape(model)}*\n{escape(text) or '_(empty answer)_'}"))
+    else:
+        blocks.append(section(escape(text) or "_(empty answer)_"))
+    ctx = f"Answered by `{escape(model)}`"
+    if base_model and base_model not in model:
+        ctx += f" (base {escape(base_model)})"
+    if d.get("note"):
+        ctx += f" · {escape(d['note'])}"
+    note = model_note(str(base_model or "")) or model_note(model)
+    if note:
+        ctx += f" · {note}"
+    blocks.append(context(ctx))
+    return Message(text=f"{model}: {text[:200]}", blocks=blocks)
+
+
+def help_message(topic: str = "finetune") -> Message:
+    from bot.slack.parse import ASK_USAGE, FINETUNE_USAGE, accepted_finetune_keys
+
+    if topic == "ask":
+        body = (
+            f"*Ask a model*\n{ASK_USAGE}\n• `model=ID` picks a model (default: the channel's current one)\n"
+            "• `compare` shows the base model's answer next to the fine-tuned one\n"
+            "In a job's thread, mention me (`@ftbot question`) to ask that job's model."
+        )
+        return Message(text="How to use /ask", blocks=[section(body)])
+    body = (
+        "*Fine-tune a model on your examples*\n"
+        "1. Upload a `.jsonl` file of chat examples here; I check it and reply in its thread.\n"
+        "2. Press *Start fine-tuning*, or type " + FINETUNE_USAGE + ".\n"
+        "3. Follow the job in its thread: estimate, baseline, progress, chart, evaluation, verdict.\n"
+        "4. `/ask your question` uses the channel's current model."
+    )
+    return Message(
+        text="How to use /finetune", blocks=[section(body), section("*Options*\n" + accepted_finetune_keys())]
+    )
+
+
+def error(text: str) -> Message:
+    """A private error: what went wrong and what to do. ``text`` must already be safe to show."""
+    return Message(text=text, blocks=[section(f":warning: {escape(text)}")])
+
+
+# ---------------------------------------------------------------------------------------------
+# terminal rendering
+
+
+_MRKDWN = [
+    (re.compile(r"<@([^>|]+)(?:\|[^>]*)?>"), r"@\1"),
+    (re.compile(r"<(https?://[^|>]+)\|([^>]+)>"), r"\2 (\1)"),
+    (
+        re.compile(
+            r":(white_check_mark|heavy_minus_sign|x|warning|hourglass|mag|straight_ruler|hammer_and_wrench"
+            r"|bar_chart|no_entry_sign|clipboard|moneybag|gear|grey_question|label):"
+        ),
+        "",
+    ),
+    (re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])"), r"\1"),
+    (re.compile(r"(?<![\w_])_([^_\n]+)_(?![\w_])"), r"\1"),
+    (re.compile(r"```\n?"), ""),
+    (re.compile(r"`([^`\n]*)`"), r"\1"),
+]
+
+
+def _plain(text: str) -> str:
+    for pattern, repl in _MRKDWN:
+        text = pattern.sub(repl, text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+
+
+def to_plain(message: Message) -> str:
+    """Render ``message.blocks`` as terminal text (what the console prints)."""
+    out: list[str] = []
+    for block in message.blocks:
+        kind = block.get("type")
+        if kind == "header":
+            title = block["text"]["text"]
+            out += [title, "=" * min(len(title), 60)]
+        elif kind == "section":
+            if block.get("text"):
+                out.append(_plain(block["text"]["text"]))
+            for f in block.get("fields") or []:
+                label, _, value = _plain(f["text"]).partition("\n")
+                out.append(f"  {label}: {value.replace(chr(10), ' · ')}" if value else f"  {label}")
+        elif kind == "context":
+            out.append("  (" + " ".join(_plain(e.get("text", "")) for e in block["elements"]) + ")")
+        elif kind == "actions":
+            for el in block.get("elements") or []:
+                if el.get("action_id") == ACTION_START:
+                    out.append(f"  → start it with: /finetune {el['value'][:12]}")
+                elif el.get("action_id") == ACTION_CANCEL:
+                    out.append(f"  → cancel with: /cancel {el['value']}")
+                elif el.get("action_id") == ACTION_CONFIRM:
+                    out.append(f"  → confirm with: /confirm {el['value']}")
+    return "\n".join(line for line in out if line is not None)

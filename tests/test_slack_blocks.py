@@ -1,0 +1,217 @@
+"""bot/slack/blocks.py: engine results -> Block Kit within Slack's limits, and the same as text."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.slack import blocks
+from engine import Job, JobState, ProgressEvent
+
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def _job(state: JobState = JobState.TRAINING, **kw: Any) -> Job:
+    return Job(
+        id="ft-1a2b3c4d",
+        backend="local",
+        base_model="builtin:tiny",
+        dataset_hash="ab" * 32,
+        created_at=NOW,
+        updated_at=NOW,
+        state=state,
+        owner="U0USER01",
+        team="T0001",
+        channel="C1",
+        result={"dataset_name": "prices.jsonl"},
+        **kw,
+    )
+
+
+def _check_limits(message: blocks.Message) -> None:
+    assert message.text
+    assert len(message.blocks) <= 50
+    for block in message.blocks:
+        if block["type"] == "header":
+            assert len(block["text"]["text"]) <= 150
+        if block["type"] == "section":
+            if "text" in block:
+                assert len(block["text"]["text"]) <= 3000
+            assert len(block.get("fields", [])) <= 10
+        if block["type"] == "actions":
+            for el in block["elements"]:
+                assert len(el["text"]["text"]) <= 75
+    json.dumps(message.blocks)  # serialisable
+
+
+def _buttons(message: blocks.Message) -> list[dict[str, Any]]:
+    return [el for b in message.blocks if b["type"] == "actions" for el in b["elements"]]
+
+
+REPORT_OK = {
+    "ok": True,
+    "errors": [],
+    "warnings": [{"code": "few", "message": "Only 40 examples", "lines": []}],
+    "stats": {"examples": 40, "task": "numeric"},
+}
+REPORT_BAD = {
+    "ok": False,
+    "errors": [{"line": i, "code": "json", "message": f"line is not JSON <{i}>"} for i in range(1, 15)],
+    "warnings": [],
+    "stats": {"examples": 0},
+}
+
+
+def test_usable_report_has_a_start_button_with_the_hash() -> None:
+    message = blocks.validation_report(REPORT_OK, name="prices.jsonl", dataset_hash="cd" * 32)
+    _check_limits(message)
+    (button,) = _buttons(message)
+    assert button["action_id"] == blocks.ACTION_START and button["value"] == "cd" * 32
+    assert "40" in json.dumps(message.blocks) and "Only 40 examples" in json.dumps(message.blocks)
+
+
+def test_unusable_report_lists_errors_with_lines_and_no_button() -> None:
+    message = blocks.validation_report(REPORT_BAD, name="bad.jsonl", dataset_hash=None)
+    _check_limits(message)
+    assert not _buttons(message)
+    text = json.dumps(message.blocks)
+    assert "line 1:" in text and "and 4 more" in text
+    assert "&lt;1&gt;" in text  # user text escaped for mrkdwn
+    assert "not usable" in message.text
+
+
+def test_job_card_shows_progress_and_cancel() -> None:
+    progress = blocks.JobProgress()
+    progress.apply(ProgressEvent("ft-1a2b3c4d", "state", data={"state": "training"}))
+    progress.apply(
+        ProgressEvent(
+            "ft-1a2b3c4d",
+            "step",
+            step=30,
+            total=120,
+            epoch=0.75,
+            metrics={"loss": 1.234, "learning_rate": 2e-4, "eta_seconds": 95},
+        )
+    )
+    progress.apply(ProgressEvent("ft-1a2b3c4d", "eval", step=30, metrics={"eval_loss": 1.5}))
+    message = blocks.job_card(_job(), progress)
+    _check_limits(message)
+    text = json.dumps(message.blocks, ensure_ascii=False)
+    for piece in (
+        "training",
+        "30/120",
+        "25%",
+        "1.234",
+        "1.5",
+        "0.0002",
+        "1m 35s",
+        "prices.jsonl",
+        "builtin:tiny",
+    ):
+        assert piece in text, piece
+    (button,) = _buttons(message)
+    assert (
+        button["action_id"] == blocks.ACTION_CANCEL
+        and button["value"] == "ft-1a2b3c4d"
+        and "confirm" in button
+    )
+
+
+def test_queued_card_shows_position_and_final_card_has_no_cancel() -> None:
+    queued = blocks.job_card(_job(JobState.QUEUED), queue_position=3)
+    assert "position 3" in json.dumps(queued.blocks)
+    done = blocks.job_card(_job(JobState.SUCCEEDED, model_id="ft-1a2b3c4d"))
+    assert not _buttons(done)
+    failed = blocks.job_card(_job(JobState.FAILED, error="out of memory"))
+    assert "out of memory" in json.dumps(failed.blocks) and not _buttons(failed)
+
+
+REPORT = {
+    "task": "numeric",
+    "metric": "mae",
+    "higher_is_better": False,
+    "n": 32,
+    "baseline": {
+        "zero_shot": {"mae": 80.5, "parse_rate": 0.2},
+        "few_shot": {"mae": 40.25, "parse_rate": 0.9},
+    },
+    "finetuned": {"mae": 12.0, "parse_rate": 1.0},
+    "best_baseline": "few_shot",
+    "verdict": "improved",
+    "interval": {"low": -35.0, "high": -20.0, "confidence": 0.95},
+    "flags": [{"code": "worst_case", "message": "The worst case got worse while the average improved."}],
+    "flips": {
+        "rule": "right = within 10% of the reference",
+        "fixed": [{"prompt": "Shoes <b>", "reference": "113.99", "baseline": "80", "finetuned": "112.00"}],
+        "broken": [],
+        "fixed_count": 5,
+        "broken_count": 0,
+    },
+    "summary": "Fine-tuning helped: MAE 12 vs 40.25.",
+}
+
+
+def test_eval_table_verdict_and_flips() -> None:
+    table = blocks.eval_table(REPORT)
+    _check_limits(table)
+    text = table.blocks[0]["text"]["text"]
+    assert "base zero-shot" in text and "base few-shot" in text and "fine-tuned" in text
+    assert text.index("mae") < text.index("parse_rate")  # the primary metric first
+    assert "80.5" in text and "40.25" in text and "12" in text and "lower is better" in text
+    verdict = blocks.verdict(REPORT)
+    assert "Fine-tuning helped" in verdict.text
+    assert "worst case got worse" in json.dumps(verdict.blocks)
+    flips = blocks.flips(REPORT)
+    assert flips is not None and "Fixed by fine-tuning" in json.dumps(flips.blocks)
+    assert "Shoes &lt;b&gt;" in json.dumps(flips.blocks)
+    assert blocks.flips({"flips": {"fixed": [], "broken": []}}) is None
+
+
+def test_baseline_table_without_finetuned_column() -> None:
+    message = blocks.baseline({"metric": "mae", "zero_shot": {"mae": 3.0}, "few_shot": {"mae": 2.0}})
+    text = message.blocks[0]["text"]["text"]
+    assert "base few-shot" in text and "fine-tuned" not in text
+
+
+def test_ask_answer_names_the_model_and_notes_builtin_tiny() -> None:
+    answer = {"text": "113.99", "model": "base:builtin:tiny", "base_model": "builtin:tiny", "note": None}
+    message = blocks.ask_answer(answer, prompt="How much?", user="U0USER01")
+    _check_limits(message)
+    text = json.dumps(message.blocks)
+    assert (
+        "113.99" in text
+        and "base:builtin:tiny" in text
+        and "tiny demo model" in text
+        and "<@U0USER01>" in text
+    )
+    pair = blocks.ask_answer(
+        (
+            {"text": "1", "model": "base:x", "base_model": "x"},
+            {"text": "2", "model": "ft-1", "base_model": "x"},
+        ),
+        prompt="q",
+    )
+    assert "Base model" in json.dumps(pair.blocks) and "ft-1" in json.dumps(pair.blocks)
+
+
+def test_final_summary_and_help() -> None:
+    done = _job(JobState.SUCCEEDED, model_id="ft-1a2b3c4d")
+    assert "default" in blocks.final_summary(done, REPORT, promoted=True).text
+    assert "cancelled" in blocks.final_summary(_job(JobState.CANCELLED)).text
+    for topic in ("finetune", "ask"):
+        _check_limits(blocks.help_message(topic))
+
+
+def test_to_plain_renders_the_same_content_for_a_terminal() -> None:
+    message = blocks.validation_report(REPORT_OK, name="prices.jsonl", dataset_hash="cd" * 32)
+    text = blocks.to_plain(message)
+    assert "Ready: prices.jsonl" in text and "Examples: 40" in text and "/finetune cdcdcdcdcdcd" in text
+    assert "*" not in text and ":white_check_mark:" not in text
+    card = blocks.to_plain(blocks.job_card(_job()))
+    assert "/cancel ft-1a2b3c4d" in card
+
+
+def test_long_user_text_is_clipped_to_slack_limits() -> None:
+    message = blocks.error("x" * 10_000)
+    _check_limits(message)

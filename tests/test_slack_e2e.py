@@ -1,0 +1,187 @@
+"""End to end over real HTTP, through the `ftbot serve --http` code path (build_slack +
+make_http_server on port 0), against the fake Slack Web API, with the real engine on builtin:tiny:
+upload -> report in the thread; /finetune -> card, live edits, chart, evaluation and verdict in the
+thread, result broadcast; /ask -> answer; a bad signature -> 401 and nothing happens."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.commands.serve import EVENTS_PATH, build_slack, make_http_server, serve_in_thread
+from bot.settings import BotSettings
+from engine import JobState, Settings
+from tests.fakes.slack_api import (
+    FORM,
+    SIGNING_SECRET,
+    FakeSlack,
+    command_body,
+    event_body,
+    file_share_event,
+    signed_headers,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+OWNER = "U0USER01"
+
+
+class Served:
+    def __init__(self, slack: FakeSlack, url: str, engine: object) -> None:
+        self.slack, self.url, self.engine = slack, url, engine
+
+    def post(
+        self, body: str, *, content_type: str = "application/json", secret: str = SIGNING_SECRET
+    ) -> tuple[int, str]:
+        headers = signed_headers(body, content_type=content_type, secret=secret)
+        request = urllib.request.Request(self.url, data=body.encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+@pytest.fixture
+def served(settings: Settings) -> Iterator[Served]:
+    with FakeSlack() as slack:
+        bot_settings = BotSettings.from_env(
+            {
+                "SLACK_BOT_TOKEN": slack.bot_token,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SLACK_API_URL": slack.api_url,
+                "FTBOT_FILE_HOSTS": slack.url,
+            }
+        )
+        engine, app = build_slack(bot_settings, settings, mode="http")
+        server = make_http_server(app, "127.0.0.1", 0)
+        serve_in_thread(server)
+        engine.start()
+        try:
+            yield Served(slack, f"http://127.0.0.1:{server.server_port}{EVENTS_PATH}", engine)
+        finally:
+            server.shutdown()
+            server.server_close()
+            engine.close()
+
+
+def _dataset(n: int = 40) -> bytes:
+    lines = (ROOT / "examples" / "prices.jsonl").read_bytes().splitlines(keepends=True)
+    return b"".join(lines[:n])
+
+
+def test_bad_signature_over_http_is_401(served: Served) -> None:
+    file = served.slack.add_file(_dataset())
+    status, _ = served.post(event_body(file_share_event(file)), secret="0" * 32)
+    assert status == 401
+    time.sleep(0.3)
+    assert served.slack.downloads == [] and served.slack.calls_to("chat.postMessage") == []
+
+
+@pytest.mark.slow
+def test_the_whole_slack_flow_on_builtin_tiny(served: Served) -> None:
+    slack = served.slack
+    # 1. Upload: the report in the file's thread, with the Start button.
+    file = slack.add_file(_dataset(), name="prices.jsonl", user=OWNER)
+    status, _ = served.post(event_body(file_share_event(file, user=OWNER)))
+    assert status == 200
+    (report,) = slack.wait_for("chat.postMessage")
+    assert report.args["thread_ts"] == "1699990000.000100" and "usable" in report.args["text"]
+    assert "start_finetune" in json.dumps(report.args["blocks"])
+
+    # 2. /finetune: an immediate ack, the card in the channel, everything else in its thread.
+    started = time.perf_counter()
+    status, body = served.post(command_body("/finetune", "epochs=2", user=OWNER), content_type=FORM)
+    assert status == 200 and "Preparing" in body and time.perf_counter() - started < 1.0
+    card = slack.wait_for("chat.postMessage", count=2)[-1]
+    assert "thread_ts" not in card.args and "cancel_job" in json.dumps(card.args["blocks"])
+    (job,) = served.engine.jobs(team="T0001")  # type: ignore[attr-defined]
+    final = slack.wait_for(
+        "chat.postMessage", timeout=600, where=lambda c: bool(c.args.get("reply_broadcast"))
+    )[0]
+    job = served.engine.job(job.id)  # type: ignore[attr-defined]
+    assert job.state == JobState.SUCCEEDED, job.error
+    card_ts = job.reply_to["ts"]
+    assert final.args["thread_ts"] == card_ts and "finished" in final.args["text"]
+    thread = [
+        c.args["text"] for c in slack.calls_to("chat.postMessage") if c.args.get("thread_ts") == card_ts
+    ]
+    for expected in ("Pre-flight", "Baseline measured", "Evaluation results", "Verdict:"):
+        assert any(t.startswith(expected) for t in thread), (expected, thread)
+    updates = [c for c in slack.calls_to("chat.update") if c.args["ts"] == card_ts]
+    assert len(updates) >= 3  # edited in place as the job moved
+    assert "succeeded" in updates[-1].args["text"] and "cancel_job" not in json.dumps(
+        updates[-1].args["blocks"]
+    )
+    assert any("step" in u.args["text"] for u in updates)
+    charts = slack.calls_to("files.completeUploadExternal")
+    assert charts and all(
+        c.args["thread_ts"] == card_ts and c.args["channel_id"] == "C0CHAN01" for c in charts
+    )
+    assert "Training loss" in [f["title"] for c in charts for f in c.args["files"]]
+    assert all(data.startswith(b"\x89PNG") for data in slack.uploads.values())
+
+    # 3. /ask: answered in the channel, naming the model and noting builtin:tiny.
+    status, body = served.post(
+        command_body("/ask", "New Valuline trail running shoes in navy.", user=OWNER), content_type=FORM
+    )
+    assert status == 200 and "Thinking" in body
+    # (after 2 s a "Thinking…" message shows, and the answer replaces it with chat.update)
+    deadline = time.monotonic() + 120
+    answers: list = []
+    while not answers and time.monotonic() < deadline:
+        answers = [
+            c
+            for c in slack.calls
+            if c.method in ("chat.postMessage", "chat.update")
+            and "Answered by" in json.dumps(c.args.get("blocks") or [])
+        ]
+        time.sleep(0.1)
+    assert answers, [c.method for c in slack.calls[-5:]]
+    assert answers[0].args["channel"] == "C0CHAN01"
+    assert "tiny demo model" in json.dumps(answers[0].args["blocks"])
+
+    # 4. "@ftbot question" in the job's thread asks that job's model, and answers in the thread.
+    mention = {
+        "type": "app_mention",
+        "user": OWNER,
+        "channel": "C0CHAN01",
+        "ts": "1700009999.000100",
+        "thread_ts": card_ts,
+        "text": "<@UBOT0001> Lumio OLED TV, 77 inch?",
+    }
+    status, _ = served.post(event_body(mention))
+    assert status == 200
+    deadline = time.monotonic() + 120
+    in_thread: list = []
+    while not in_thread and time.monotonic() < deadline:
+        in_thread = [
+            c
+            for c in slack.calls
+            if c.method in ("chat.postMessage", "chat.update")
+            and f"Answered by `{job.model_id}`" in json.dumps(c.args.get("blocks") or [])
+            and (c.args.get("thread_ts") == card_ts or c.method == "chat.update")
+        ]
+        time.sleep(0.1)
+    assert in_thread
+
+
+def test_serve_explains_a_token_slack_rejects(settings: Settings) -> None:
+    from engine import UsageError
+
+    with FakeSlack() as slack:
+        bot_settings = BotSettings.from_env(
+            {
+                "SLACK_BOT_TOKEN": "xoxb-revoked-token",
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SLACK_API_URL": slack.api_url,
+            }
+        )
+        with pytest.raises(UsageError, match="did not accept SLACK_BOT_TOKEN") as info:
+            build_slack(bot_settings, settings, mode="http")
+        assert "xoxb-revoked-token" not in str(info.value)

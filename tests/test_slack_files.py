@@ -1,0 +1,125 @@
+"""bot/slack/files.py: the bot token only goes to allowed origins; size caps; the login page."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.slack.files import DownloadError, check_file_meta, download, is_allowed, safe_filename
+from tests.fakes.slack_api import FakeSlack
+
+DATA = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "1"}]}\n' * 10
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
+def other_host() -> Iterator[FakeSlack]:
+    """A second server on another origin (localhost, not 127.0.0.1): 'not Slack'."""
+    with FakeSlack(host="localhost") as fake:
+        yield fake
+
+
+def test_downloads_with_the_bot_token(slack: FakeSlack, tmp_path: Path) -> None:
+    file = slack.add_file(DATA)
+    n = download(
+        file["url_private_download"],
+        tmp_path / "x.jsonl",
+        token=slack.bot_token,
+        allowed_origins=[slack.url],
+        max_bytes=10_000,
+    )
+    assert n == len(DATA) and (tmp_path / "x.jsonl").read_bytes() == DATA
+    assert slack.downloads[-1].headers["authorization"] == f"Bearer {slack.bot_token}"
+
+
+def test_a_host_not_allowed_never_sees_the_token(
+    slack: FakeSlack, other_host: FakeSlack, tmp_path: Path
+) -> None:
+    file = other_host.add_file(DATA)
+    with pytest.raises(DownloadError, match="not hosted by Slack"):
+        download(
+            file["url_private_download"],
+            tmp_path / "x.jsonl",
+            token=slack.bot_token,
+            allowed_origins=[slack.url],
+            max_bytes=10_000,
+        )
+    assert other_host.downloads == []  # not even a request
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_redirects_are_not_followed(slack: FakeSlack, other_host: FakeSlack, tmp_path: Path) -> None:
+    target = other_host.add_file(DATA)
+    file = slack.add_file(DATA, redirect_to=target["url_private_download"])
+    with pytest.raises(DownloadError, match="redirected") as info:
+        download(
+            file["url_private_download"],
+            tmp_path / "x.jsonl",
+            token=slack.bot_token,
+            allowed_origins=[slack.url],
+            max_bytes=10_000,
+        )
+    assert other_host.downloads == []
+    assert slack.bot_token not in str(info.value) and "files-pri" not in str(info.value)
+
+
+def test_the_login_page_is_an_error_not_data(slack: FakeSlack, tmp_path: Path) -> None:
+    file = slack.add_file(DATA)
+    with pytest.raises(DownloadError, match="sign-in page") as info:
+        download(
+            file["url_private_download"],
+            tmp_path / "x.jsonl",
+            token="xoxb-wrong-token",
+            allowed_origins=[slack.url],
+            max_bytes=10_000,
+        )
+    assert "files:read" in str(info.value)
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_size_is_capped_before_and_while_downloading(slack: FakeSlack, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="limit"):
+        check_file_meta({"size": 5_000_000}, max_bytes=1_000_000)
+    check_file_meta({"size": 10}, max_bytes=1_000_000)
+    check_file_meta({}, max_bytes=1_000_000)  # unknown size: the stream cap decides
+    file = slack.add_file(DATA, size=10)  # Slack's size field lies
+    with pytest.raises(DownloadError, match="limit"):
+        download(
+            file["url_private_download"],
+            tmp_path / "x.jsonl",
+            token=slack.bot_token,
+            allowed_origins=[slack.url],
+            max_bytes=len(DATA) - 1,
+        )
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://files.slack.com/files-pri/T1-F1/download/x.jsonl", True),
+        ("https://files.slack.com:443/files-pri/x", True),
+        ("http://files.slack.com/files-pri/x", False),
+        ("https://files.slack.com.evil.com/x", False),
+        ("https://evil.com/https://files.slack.com/x", False),
+        ("https://user@files.slack.com/x", False),
+        ("https://files.slack.com:8443/x", False),
+        ("not a url", False),
+    ],
+)
+def test_is_allowed(url: str, ok: bool) -> None:
+    assert is_allowed(url, ["https://files.slack.com"]) is ok
+
+
+def test_safe_filename() -> None:
+    assert safe_filename("../../etc/passwd", "F1.jsonl") == "passwd"
+    assert safe_filename("..\\x\\data set.jsonl", "F1") == "data set.jsonl"
+    assert safe_filename("", "F1.jsonl") == "F1.jsonl"
+    assert safe_filename("a;rm -rf.jsonl", "F") == "a_rm -rf.jsonl"

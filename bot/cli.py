@@ -4,6 +4,7 @@ assembles them, so ``ftbot --help`` stays instant (heavy imports happen inside c
 from __future__ import annotations
 
 import importlib
+import logging
 
 import click
 
@@ -23,6 +24,10 @@ def main() -> None:
 
     Start with `ftbot validate FILE`, then `ftbot run FILE`, then `ftbot ask "..."`.
     """
+    # bitsandbytes' CPU backend logs a warning on import when the optional `kernels` package is
+    # missing ("Failed to load CPU gemm_4bit_forward from kernels-community"); 4-bit works without
+    # it, so it is noise on every CPU `ftbot ask` / `ftbot run`. Real errors still show.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 for _module_name, _names in _COMMAND_MODULES:

@@ -19,10 +19,10 @@ poller (:meth:`OpenAIPipeline.recover`, called by ``Engine.start``):
    ``settings.openai_confirm_usd`` (or when the price is unknown) the job stays queued with
    ``result["awaiting_confirmation"]`` until ``Engine.confirm`` (the Slack button, ``--yes``).
    A problem found here fails the job and is raised to the caller.
-2. **validating**: the same split and leakage check as local jobs (``engine.worker.prepare_data``).
+2. **validating**: the same split and leakage check as local jobs (``engine.pipeline.prepare_data``).
 3. **baseline**: the base model zero-shot and few-shot through chat completions
-   (``tuner.generate``), scored by :func:`measure_baseline` (the local worker's scoring, generation
-   injected); a ``baseline`` event; ``baseline.json`` in the job's run directory.
+   (``tuner.generate``), scored by ``engine.pipeline.measure_baseline`` (the same scoring as local
+   jobs, generation injected); a ``baseline`` event; ``baseline.json`` in the job's run directory.
 4. **training**: ``tuner.start`` uploads the split and creates the remote job; the remote id is
    stored on the job the moment OpenAI answers (before the ``submitted`` event), so a restart
    follows it instead of creating a second one (``tuner.start`` also finds a job by its metadata).
@@ -30,7 +30,7 @@ poller (:meth:`OpenAIPipeline.recover`, called by ``Engine.start``):
    events stored like the local worker's; a poll that did not get through backs off with
    :func:`~engine.backends.openai_ft.poll_delay`. OpenAI's ``failed`` fails the job with its error
    in plain words; ``cancelled`` on OpenAI's side cancels it.
-5. **evaluating**: the ``ft:`` model on the same prompts, then :func:`finish_evaluation` (the same
+5. **evaluating**: the ``ft:`` model on the same prompts, then ``engine.pipeline.finish_evaluation`` (the same
    report, verdict, predictions JSONL, evaluation chart and promotion rule as local jobs); the
    model is registered with kind ``openai``, its id and ``remote_name`` the ``ft:`` name (also
    ``job.model_id``).
@@ -49,10 +49,9 @@ Several processes may share one FTBOT_HOME (``ftbot serve`` and ``ftbot run``): 
 one of them at a time through a lease in ``result["openai_lease"]`` (owner and heartbeat), taken
 over only when stale (:data:`LEASE_STALE_SECONDS`) and released on a clean stop.
 
-Shared with the local worker: ``engine.worker``'s ``JobContext``, ``prepare_data`` and
-``Cancelled``. :func:`measure_baseline` and :func:`finish_evaluation` are the generation-agnostic
-halves of the worker's ``baseline`` / ``evaluate_and_register`` (same files, keys and events); they
-belong in a shared module both pipelines call (see the report of this change).
+Shared with the local worker (:mod:`engine.pipeline`): ``JobContext``, ``Cancelled``,
+``prepare_data``, ``measure_baseline`` and ``finish_evaluation`` (same files, keys and events for
+both backends). OpenAI jobs never run in a worker process: this pipeline is their only driver.
 """
 
 from __future__ import annotations
@@ -79,9 +78,19 @@ from engine.errors import (
     UsageError,
 )
 from engine.jobs import Job, JobState
+from engine.pipeline import (
+    Cancelled,
+    EvalData,
+    Generate,
+    JobContext,
+    finish_evaluation,
+    log_answers,
+    measure_baseline,
+    prepare_data,
+)
 from engine.progress import ProgressEvent, utcnow
+from engine.scheduler import relay_events
 from engine.store import ModelRecord
-from engine.worker import Cancelled, EvalData, JobContext, prepare_data
 
 if TYPE_CHECKING:
     from engine.backends.openai_ft import OpenAIFineTuner, PollResult
@@ -105,9 +114,6 @@ LEASE_STALE_SECONDS = 120.0
 MAX_RETRIES = 8
 _RETRYABLE_CODES = frozenset({"connection_error", "server_error", "rate_limit_exceeded", "internal_error"})
 
-Generate = Callable[[Sequence[Sequence[Mapping[str, Any]]], int, str], list[str]]
-"""``generate(conversations, max_new_tokens, label) -> answers``, in order."""
-
 
 def is_openai_model(name: str | None) -> bool:
     """Whether ``name`` names an OpenAI model (``gpt-...``, ``ft:...``, ``o4-mini``...): such models
@@ -121,180 +127,6 @@ def is_openai_model(name: str | None) -> bool:
 
 class _Stopping(Exception):
     """The engine is shutting down: leave the job as it is; the next start picks it up."""
-
-
-# --------------------------------------------------------------------------- shared steps
-
-
-def measure_baseline(
-    ctx: JobContext,
-    data: EvalData,
-    *,
-    generate: Generate,
-    token_counter: Callable[[list[dict[str, Any]]], int],
-    context_tokens: int,
-    max_new_tokens_cap: int,
-    metric: str | None,
-    seed: int,
-) -> dict[str, Any]:
-    """The base model zero-shot and few-shot on the eval split, scored; saved to
-    ``<run dir>/baseline.json`` (reused when a resumed job asks again with the same prompts), the
-    job's ``result`` (``baseline``, ``task``, ``metric``) and a ``baseline`` event. Moves a job in
-    ``baseline`` on to ``training``. The same record as ``engine.worker.baseline``."""
-    from engine import evaluate, prompts
-
-    eval_prompts = [prompts.eval_prompt(ex) for ex in data.eval]
-    references = [prompts.reference(ex) for ex in data.eval]
-    path = ctx.dir / "baseline.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("references") == references and saved.get("prompts") == eval_prompts:
-            if ctx.job.state is JobState.BASELINE:
-                ctx.advance(JobState.TRAINING, "Baseline measured. Fine-tuning now.")
-            return saved
-
-    max_new = prompts.max_new_tokens(references, token_counter, cap=max_new_tokens_cap)
-    shots = prompts.select_shots(
-        data.train,
-        eval_prompts=eval_prompts,
-        token_counter=token_counter,
-        context_tokens=context_tokens,
-        max_new_tokens=max_new,
-        seed=seed,
-    )
-    zero = generate(eval_prompts, max_new, "baseline zero-shot")
-    few = generate([prompts.few_shot_prompt(p, shots) for p in eval_prompts], max_new, "baseline few-shot")
-    report = evaluate.build_report(references, {"zero_shot": zero, "few_shot": few}, metric=metric, seed=seed)
-    saved = {
-        "task": report["task"],
-        "metric": report["metric"],
-        "higher_is_better": report["higher_is_better"],
-        "k": len(shots),
-        "max_new_tokens": max_new,
-        "prompts": eval_prompts,
-        "references": references,
-        "zero_shot": zero,
-        "few_shot": few,
-        "metrics": report["baseline"],
-        "flags": report["flags"],
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(saved, ensure_ascii=False))
-    tmp.replace(path)
-    summary = {
-        "task": report["task"],
-        "metric": report["metric"],
-        "n": report["n"],
-        "k": len(shots),
-        "zero_shot": report["baseline"]["zero_shot"],
-        "few_shot": report["baseline"]["few_shot"],
-    }
-    ctx.record(baseline=summary, task=report["task"], metric=report["metric"])
-    primary = report["metric"]
-    ctx.emit(
-        "baseline",
-        f"Baseline on {report['n']} eval examples ({report['task']} task, metric {primary}): "
-        f"zero-shot {evaluate.format_metric(primary, report['baseline']['zero_shot'].get(primary))}, "
-        f"few-shot with {len(shots)} examples "
-        f"{evaluate.format_metric(primary, report['baseline']['few_shot'].get(primary))}.",
-        data=summary,
-    )
-    if ctx.job.state is JobState.BASELINE:
-        ctx.advance(JobState.TRAINING, "Baseline measured. Fine-tuning now.")
-    return saved
-
-
-def finish_evaluation(
-    ctx: JobContext,
-    base: Mapping[str, Any],
-    tuned: Sequence[str],
-    *,
-    model: ModelRecord,
-    metric: str | None,
-    seed: int,
-) -> Job:
-    """Score the fine-tuned answers against the saved baseline and finish the job: the report
-    (``report.json``, the ``evals`` table, an ``evaluation`` event, the chart, one alert per flag),
-    the predictions file (``prompt``, ``reference``, ``zero_shot``, ``few_shot``, ``finetuned``
-    per line), ``model`` registered with the verdict, the promotion rule (not ``worse`` -> the
-    channel's default), and the job ``succeeded`` with ``model_id = model.id``. The same files,
-    keys and events as ``engine.worker.evaluate_and_register``."""
-    from engine import evaluate, prompts
-
-    job = ctx.job
-    references = list(base["references"])
-    texts = [prompts.prompt_text(p) for p in base["prompts"]]
-    report = evaluate.build_report(
-        references,
-        {"zero_shot": base["zero_shot"], "few_shot": base["few_shot"], "finetuned": list(tuned)},
-        task=base["task"],
-        metric=metric,
-        prompts=texts,
-        seed=seed,
-    )
-    report["k"] = base["k"]
-    report["max_new_tokens"] = base["max_new_tokens"]
-    report["eval_split"] = dict(job.result.get("eval_split") or {})
-    report["text"] = evaluate.render_text(report)
-
-    predictions = ctx.dir / "predictions.jsonl"
-    with open(predictions, "w", encoding="utf-8") as out:
-        for i, reference in enumerate(references):
-            out.write(
-                json.dumps(
-                    {
-                        "prompt": texts[i],
-                        "reference": reference,
-                        "zero_shot": base["zero_shot"][i],
-                        "few_shot": base["few_shot"][i],
-                        "finetuned": tuned[i],
-                        "messages": base["prompts"][i],
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
-    (ctx.dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
-    ctx.store.save_eval(job.id, report)
-    ctx.emit(
-        "evaluation", report.get("summary", ""), data={k: v for k, v in report.items() if k != "per_example"}
-    )
-    with contextlib.suppress(Exception):  # a chart is a nicety; never fail an evaluated job for it
-        from engine import charts
-
-        chart = charts.eval_chart(report, ctx.dir / "eval.png")
-        ctx.emit("artifact", "Evaluation chart.", data={"kind": "eval_chart", "path": str(chart)})
-    for flag in report.get("flags") or []:
-        ctx.alert(str(flag.get("code", "flag")), str(flag.get("message", "")))
-
-    verdict = report.get("verdict")
-    with contextlib.suppress(FtbotError):  # a resumed evaluation registered it already
-        ctx.store.add_model(replace(model, verdict=verdict, metrics=report.get("finetuned") or {}))
-    promoted = evaluate.should_promote(verdict)
-    if promoted:
-        ctx.store.set_default(job.team, job.channel, model.id, set_by="ftbot (promotion rule)")
-        promotion = (
-            f"The fine-tuned model {model.id} is now this channel's default model (verdict: {verdict})."
-        )
-    else:
-        promotion = (
-            f"The fine-tuned model {model.id} was NOT made the channel's default: it did worse than the "
-            f"baseline. You can still use it with model={model.id}."
-        )
-    ctx.alert("promotion", promotion, promoted=promoted, model_id=model.id)
-    result = {
-        "task": report["task"],
-        "metric": report["metric"],
-        "baseline": report["baseline"],
-        "finetuned": report["finetuned"],
-        "verdict": verdict,
-        "predictions": str(predictions),
-        "report_path": str(ctx.dir / "report.json"),
-        "promoted": promoted,
-        "promotion": promotion,
-        "summary": report.get("summary"),
-    }
-    return ctx.advance(JobState.SUCCEEDED, report.get("summary") or "Done.", model_id=model.id, result=result)
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -349,7 +181,6 @@ class OpenAIPipeline:
         self._failures: dict[str, int] = {}
         self._retries: dict[str, int] = {}
         self._stop_flag = threading.Event()
-        self.enabled = True
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     @classmethod
@@ -360,11 +191,7 @@ class OpenAIPipeline:
         pipeline = cls(engine, **kwargs)
         engine.openai = pipeline
         engine.ask_remote = pipeline.ask
-        # When the dispatcher runs OpenAI jobs in worker processes (engine.worker.PIPELINES has
-        # one), this pipeline stays out of the way: no runner, no pollers, no remote cancel.
-        pipeline.enabled = BACKEND not in getattr(engine.dispatcher, "worker_backends", frozenset())
-        if pipeline.enabled:
-            engine.backend_runners[BACKEND] = lambda _engine, job: pipeline.submit(job)
+        engine.backend_runners[BACKEND] = lambda _engine, job: pipeline.submit(job)
         return pipeline
 
     # ----- collaborators
@@ -457,13 +284,13 @@ class OpenAIPipeline:
     def confirmed(self, job_id: str) -> None:
         """A waiting job was confirmed: start it now rather than at the next tick."""
         with contextlib.suppress(JobNotFound):
-            if self.enabled and self.store.get_job(job_id).backend == BACKEND:
+            if self.store.get_job(job_id).backend == BACKEND:
                 self.watch(job_id)
 
     def on_cancel(self, job: Job) -> None:
         """The job was cancelled here: cancel the remote job too. Never raises; when OpenAI cannot
         be reached, an alert says so and the poller keeps trying."""
-        if job.backend != BACKEND or not self.enabled:
+        if job.backend != BACKEND:
             return
         if not job.remote_id:
             return  # not created yet; a start in progress cancels what it creates
@@ -528,8 +355,6 @@ class OpenAIPipeline:
         remote id resume polling from their stored cursor; the others redo their current step."""
         self._stop_flag.clear()
         found: list[str] = []
-        if not self.enabled:
-            return found
         for job in self.store.jobs(states=tuple(s for s in JobState if not s.is_final), limit=1000):
             if job.backend != BACKEND:
                 continue
@@ -576,9 +401,7 @@ class OpenAIPipeline:
 
         def pump() -> None:
             nonlocal after
-            for event in self.store.events(job_id, after_seq=after):
-                after = event.seq or after
-                sink.emit(event)
+            after = relay_events(self.store, job_id, sink, after)
 
         try:
             while True:
@@ -786,13 +609,7 @@ class OpenAIPipeline:
                 answers.extend(
                     tuner.generate(model, chunk, max_new_tokens=max_new, concurrency=GENERATE_CONCURRENCY)
                 )
-                ctx.emit(
-                    "log",
-                    f"{label}: {len(answers)}/{len(conversations)} answers",
-                    step=len(answers),
-                    total=len(conversations),
-                    data={"phase": label},
-                )
+                log_answers(ctx, label, len(answers), len(conversations))
             return answers
 
         return generate

@@ -14,9 +14,8 @@ One tick:
    ``grace_seconds``. After a cancel, partial files (checkpoints, the half-written adapter) go.
 2. **Dispatch** the oldest queued local job when no local job is running anywhere (one GPU, one
    job; another process, e.g. ``ftbot run``, may be running one). Claiming is a compare-and-set
-   ``queued -> validating``, so two dispatchers never start the same job. Jobs of
-   ``remote_backends`` (a backend with a worker pipeline that only waits on a remote API) start
-   at once, beside the GPU job.
+   ``queued -> validating``, so two dispatchers never start the same job. Only local jobs run in
+   workers; OpenAI jobs are driven in this process by pollers (below), never by the queue.
 3. **Relay** new events from SQLite (written by the workers) to each job's sink, through a
    :class:`~engine.progress.ThrottledSink` per job. The relay cursor is kept in the database, so
    events written while the bot was down reach their cards after a restart.
@@ -115,6 +114,15 @@ def remove_partial_files(settings: Settings, job_id: str) -> None:
     """Delete what a stopped job leaves half done: checkpoints and the adapter. Keeps the log."""
     for path in (checkpoints_dir(settings, job_id), adapter_dir(settings, job_id)):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def relay_events(store: Store, job_id: str, sink: ProgressSink, after_seq: int = 0) -> int:
+    """Pass ``job_id``'s events after ``after_seq`` to ``sink``, unthrottled (a job followed in
+    the foreground). Returns the sequence number of the last one passed (``after_seq`` if none)."""
+    for event in store.events(job_id, after_seq=after_seq):
+        after_seq = event.seq or after_seq
+        sink.emit(event)
+    return after_seq
 
 
 # --------------------------------------------------------------------------- processes
@@ -292,9 +300,9 @@ def diagnose_exit(exit_code: int | None, log_tail: str, *, state: str = "") -> t
 class Dispatcher:
     """Runs the job queue. Thread-safe; see the module docstring.
 
-    ``local_backends`` (default ``{"local"}``) need the GPU: one such job runs at a time, across
-    processes. ``remote_backends`` (e.g. ``{"openai"}``, once the worker has a pipeline for it) run
-    in workers too, but only wait on a remote API: up to ``max_remote`` at once, beside the GPU job.
+    ``local_backends`` (default ``{"local"}``) are the backends whose jobs run in worker processes;
+    they need the GPU: one such job runs at a time, across processes. Jobs of other backends are
+    left alone (the OpenAI pipeline drives its own through :meth:`Scheduler.add_poller`).
     """
 
     def __init__(
@@ -309,8 +317,6 @@ class Dispatcher:
         throttle_seconds: float = 1.0,
         grace_seconds: float = GRACE_SECONDS,
         local_backends: Iterable[str] = ("local",),
-        remote_backends: Iterable[str] = (),
-        max_remote: int = 8,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -323,12 +329,9 @@ class Dispatcher:
         self._throttle = throttle_seconds
         self._grace = grace_seconds
         self.local_backends = frozenset(local_backends)
-        self.remote_backends = frozenset(remote_backends) - self.local_backends
-        self._max_remote = max_remote
         self._lock = threading.RLock()
         self._relay_lock = threading.RLock()
         self.current: WorkerProcess | None = None  # the GPU slot
-        self.remote: dict[str, WorkerProcess] = {}  # job id -> worker of a remote-backend job
         self._resume_next: list[str] = []
         # Relay from where the last relaying process stopped, so a job that moved on while the bot
         # was down still reaches its card; a fresh database starts from now.
@@ -338,30 +341,17 @@ class Dispatcher:
         self._last_orphan_check = -1e9
         self._dead_since: dict[str, float] = {}
 
-    @property
-    def worker_backends(self) -> frozenset[str]:
-        """The backends whose jobs this dispatcher runs in worker processes."""
-        return self.local_backends | self.remote_backends
-
     def workers(self) -> list[WorkerProcess]:
-        """Every worker this dispatcher follows."""
+        """Every worker this dispatcher follows (at most one: the GPU slot)."""
         with self._lock:
-            return ([self.current] if self.current is not None else []) + list(self.remote.values())
+            return [self.current] if self.current is not None else []
 
     def _worker_of(self, job_id: str) -> WorkerProcess | None:
         return next((proc for proc in self.workers() if proc.job_id == job_id), None)
 
-    def _place(self, job: Job, proc: WorkerProcess) -> None:
-        if job.backend in self.local_backends:
-            self.current = proc
-        else:
-            self.remote[job.id] = proc
-
     def _release(self, proc: WorkerProcess) -> None:
         if self.current is proc:
             self.current = None
-        if self.remote.get(proc.job_id) is proc:
-            del self.remote[proc.job_id]
 
     # ----- starting jobs
 
@@ -399,7 +389,7 @@ class Dispatcher:
                 self._fail(job_id, f"The worker process could not be started: {exc}.", None)
                 raise
             self.store.update_job(job_id, worker_pid=proc.pid)
-            self._place(job, proc)
+            self.current = proc
             return proc
 
     def _dispatch_next(self) -> None:
@@ -413,7 +403,7 @@ class Dispatcher:
             if job.is_final:
                 self._resume_next.pop(0)
                 continue
-            if job.backend in self.local_backends and self.current is not None:
+            if self.current is not None:
                 break  # the GPU is busy; resume it next
             self._resume_next.pop(0)
             self.start(job_id, resume=True)
@@ -421,14 +411,10 @@ class Dispatcher:
         for job in queued:
             if job.result.get("awaiting_confirmation"):
                 continue
-            if job.backend in self.remote_backends:
-                if len(self.remote) >= self._max_remote:
-                    continue
-            elif job.backend in self.local_backends:
-                if self.current is not None or self._resume_next or self._busy_elsewhere():
-                    continue
-            else:
+            if job.backend not in self.local_backends:
                 continue  # a backend this dispatcher does not run (see Engine.backend_runners)
+            if self.current is not None or self._resume_next or self._busy_elsewhere():
+                continue
             try:
                 self.start(job.id)
             except InvalidTransition:
@@ -530,22 +516,18 @@ class Dispatcher:
             # Oldest first: resumed jobs keep their order in the queue.
             for job in reversed(self.store.jobs(states=tuple(ACTIVE_STATES), limit=1000)):
                 if (
-                    job.backend not in self.worker_backends
+                    job.backend not in self.local_backends
                     or job.id in followed
                     or job.id in self._resume_next
                 ):
                     continue
                 if pid_alive(job.worker_pid, job.id):
                     self._dead_since.pop(job.id, None)
-                    slot_free = self.current is None if job.backend in self.local_backends else True
-                    if slot_free and not parent_alive(job.worker_pid):  # type: ignore[arg-type]
-                        self._place(
-                            job,
-                            WorkerProcess(
-                                job_id=job.id,
-                                pid=job.worker_pid,  # type: ignore[arg-type]
-                                log_path=worker_log_path(self.settings, job.id),
-                            ),
+                    if self.current is None and not parent_alive(job.worker_pid):  # type: ignore[arg-type]
+                        self.current = WorkerProcess(
+                            job_id=job.id,
+                            pid=job.worker_pid,  # type: ignore[arg-type]
+                            log_path=worker_log_path(self.settings, job.id),
                         )
                         handled.append(job.id)
                     continue
@@ -581,15 +563,11 @@ class Dispatcher:
         if job.state in (JobState.VALIDATING, JobState.BASELINE):
             return "rerun step"
         if job.state is JobState.TRAINING:
-            if job.backend in self.remote_backends:
-                return "follow the remote job"  # the worker finds it again by its job id
             checkpoint = latest_checkpoint(checkpoints_dir(self.settings, job.id))
             return f"from {checkpoint.name}" if checkpoint else None
         if job.state is JobState.EVALUATING:
-            trained = job.result.get("trained") or {}
-            path = trained.get("path") or job.result.get("adapter_dir")
-            ok = Path(path).exists() if path else bool(trained.get("remote_name"))
-            return "evaluate again" if ok else None
+            path = (job.result.get("trained") or {}).get("path") or job.result.get("adapter_dir")
+            return "evaluate again" if path and Path(path).exists() else None
         return None
 
     # ----- relaying
@@ -681,9 +659,7 @@ class Dispatcher:
 
         def pump() -> None:
             nonlocal after
-            for event in self.store.events(job_id, after_seq=after):
-                after = event.seq or after
-                sink.emit(event)
+            after = relay_events(self.store, job_id, sink, after)
 
         try:
             while True:

@@ -11,15 +11,15 @@ models (a missing and a foreign id look the same: ``*NotFound``).
 Heavy work never happens here: training and evaluation run in a worker process
 (``engine.worker``) that the scheduler starts; ``ask`` hands the question to the model server's
 generation thread. Backends are picked by ``job.backend``: ``local`` jobs go through the
-dispatcher's queue one at a time (the GPU); a backend with a worker pipeline
-(``engine.worker.PIPELINES``, e.g. ``openai`` once wired) runs in workers beside it; anything else
-plugs in through :attr:`Engine.backend_runners` (called on submit).
+dispatcher's queue one at a time (the GPU), each in a worker process; ``openai`` jobs are driven in
+this process by :class:`~engine.openai_pipeline.OpenAIPipeline` through scheduler pollers (it
+plugs in through :attr:`Engine.backend_runners`, called on submit).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from engine.errors import (
     DatasetError,
     DatasetNotFound,
     InvalidTransition,
+    ModelNotFound,
     PermissionDenied,
     UsageError,
 )
@@ -52,8 +53,6 @@ class Engine:
         sink_for: ``job -> ProgressSink`` where the scheduler relays each job's events (the bot's
             Slack card, the console). None: events are only stored.
         launcher: how worker processes start (default: ``python -m engine.worker``).
-        remote_backends: backends whose jobs run in workers beside the GPU job (default: every
-            backend ``engine.worker.PIPELINES`` has besides ``local``).
         scheduler_interval: seconds between scheduler ticks.
         throttle_seconds: at most one ``step`` event per job per this many seconds reaches a sink.
     """
@@ -69,18 +68,12 @@ class Engine:
         launcher: Launcher | None = None,
         scheduler_interval: float = 0.5,
         throttle_seconds: float = 1.0,
-        remote_backends: Iterable[str] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.openai_client = openai_client
         self._owns_store = store is None
         self.store = store or Store.open(settings.db_path, datasets_dir=settings.datasets_dir, clock=clock)
-        if remote_backends is None:
-            # Every backend the worker has a pipeline for, other than the GPU one, runs beside it.
-            from engine.worker import PIPELINES
-
-            remote_backends = set(PIPELINES) - {"local"}
         self.dispatcher = Dispatcher(
             self.store,
             settings,
@@ -88,11 +81,10 @@ class Engine:
             launcher=launcher,
             clock=clock,
             throttle_seconds=throttle_seconds,
-            remote_backends=remote_backends,
         )
         self.scheduler = Scheduler(self.dispatcher, interval=scheduler_interval)
         # backend name -> callable(engine, job) run on submit for backends the local queue does not
-        # run (the OpenAI backend registers here).
+        # run (the OpenAI pipeline registers here; no backend runs both ways).
         self.backend_runners: dict[str, Callable[[Engine, Job], None]] = {}
         # The OpenAI backend: jobs driven by scheduler pollers, /ask through chat completions
         # (engine/openai_pipeline.py registers itself in backend_runners and as ask_remote).
@@ -153,14 +145,12 @@ class Engine:
 
         if is_openai_model(base_model):  # no local tokenizer: the report's counts are estimates
             return None
-        try:
-            from engine.backends import local_tokens
-            from engine.backends.local_tiny import resolve_base_model
+        from engine.backends import local_tokens
 
-            return local_tokens.count_tokens_factory(
-                resolve_base_model(base_model, self.settings.builtin_dir)
-            )
-        except ImportError:
+        try:
+            # By name (not the resolved directory): reports say "builtin:tiny" and what it is.
+            return local_tokens.token_counter_for(base_model, self.settings.builtin_dir)
+        except BackendUnavailable:  # transformers is missing: the report's counts are estimates
             return None
 
     def add_dataset(
@@ -172,9 +162,11 @@ class Engine:
         team: str = "",
         channel: str = "",
         base_model: str | None = None,
+        source_id: str | None = None,
     ) -> DatasetRecord:
         """Validate a file and store it (content-addressed), usable or not; the record carries the
-        report (``record.report``, ``record.usable``)."""
+        report (``record.report``, ``record.usable``). ``source_id`` records where the upload came
+        from (a Slack file id) for :meth:`dataset_by_source`."""
         path = Path(path)
         if not path.is_file():
             raise DatasetNotFound(f"The file {path} does not exist.", hint="Check the path.")
@@ -186,6 +178,7 @@ class Engine:
             team=team,
             channel=channel,
             report=report.to_dict(),
+            source_id=source_id,
         )
         self.store.audit(
             uploaded_by, "dataset.add", record.hash, {"name": record.name, "usable": record.usable}
@@ -194,6 +187,12 @@ class Engine:
 
     def dataset(self, dataset_hash: str, *, team: str | None = None) -> DatasetRecord:
         return self.store.get_dataset(dataset_hash, team=team)
+
+    def dataset_by_source(self, source_id: str, *, team: str) -> DatasetRecord | None:
+        """The team's latest dataset stored from ``source_id`` (e.g. a Slack file id), usable or
+        not, or None: a repeated delivery of an upload, or ``/finetune F0123ABC``, finds it even
+        after a restart."""
+        return self.store.dataset_by_source(source_id, team=team)
 
     def latest_dataset(self, team: str, channel: str) -> DatasetRecord | None:
         """The channel's latest usable dataset, or None."""
@@ -232,7 +231,7 @@ class Engine:
             self._usable_dataset(eval_dataset_hash, scope, "eval file") if eval_dataset_hash else None
         )
         if (
-            config.backend not in self.dispatcher.worker_backends
+            config.backend not in self.dispatcher.local_backends
             and config.backend not in self.backend_runners
         ):
             raise BackendUnavailable(
@@ -364,9 +363,9 @@ class Engine:
         """Run a queued local job now, in a worker process, following it to the end (blocking).
         Events go to ``sink`` as they happen. Ctrl-C cancels the job. Returns the final job."""
         job = self.store.get_job(job_id)
-        if job.backend == "openai" and self.openai.enabled:  # driven here, in this thread (no worker)
+        if job.backend == "openai":  # driven here, in this thread (no worker)
             return self.openai.run_foreground(job_id, sink, poll_seconds=poll_seconds)
-        if job.backend not in self.dispatcher.worker_backends:
+        if job.backend not in self.dispatcher.local_backends:
             raise BackendUnavailable(f"Jobs of the {job.backend} backend do not run in a worker here.")
         if job.state is not JobState.QUEUED:
             raise UsageError(f"Job {job_id} is {job.state.value}; only a queued job can be run.")
@@ -408,18 +407,24 @@ class Engine:
         compare: bool = False,
         wait_seconds: float | None = None,
     ) -> Any:
-        """Answer ``prompt`` with ``model`` (an id of the team's), else the channel's current model,
-        else the base model. Returns an ``Answer``; with ``compare``, ``(base_answer, tuned_answer)``.
-        Blocking: call it off the Slack listener threads.
+        """Answer ``prompt`` with ``model`` (an id of the team's, or :data:`BASE_MODEL_ID` for the
+        base model itself), else the channel's current model, else the base model. Returns an
+        ``Answer``; with ``compare``, ``(base_answer, tuned_answer)``. Blocking: call it off the
+        Slack listener threads.
 
         Raises:
-            ModelNotFound: ``model`` is not one of the team's.
+            ModelNotFound: ``model`` is not one of the team's, or its adapter was never recorded.
             UsageError: empty prompt; ``compare`` without a fine-tuned model.
             BackendUnavailable / GenerationError / ResourceExhausted: the model could not answer.
         """
         if not prompt or not prompt.strip():
             raise UsageError("The question is empty.", hint="Write a question after the command.")
-        record = self.store.get_model(model, team=team) if model else self.current_model(team, channel)
+        if model == BASE_MODEL_ID:
+            record = None
+        elif model:
+            record = self.store.get_model(model, team=team)
+        else:
+            record = self.current_model(team, channel)
         wait = wait_seconds if wait_seconds is not None else self.settings.ask_timeout_seconds + 30
         if record is not None and record.kind != "local_adapter":
             runner = getattr(self, "ask_remote", None)
@@ -428,12 +433,24 @@ class Engine:
                     f"Model {record.id} is an OpenAI model; that backend is not set up here."
                 )
             return runner(record, prompt, compare=compare)
+        if record is not None and record.path is None:
+            # Answering with the bare base model instead would pass it off as the fine-tune.
+            raise ModelNotFound(
+                f"Model {record.id} has no adapter recorded, so it cannot answer.",
+                hint="Choose another model (see the model list), or fine-tune again.",
+            )
         server = self._model_server()
         if record is None:
             if compare:
+                what = (
+                    "model=base answers with the base model alone"
+                    if model == BASE_MODEL_ID
+                    else "There is no fine-tuned model here yet"
+                )
                 raise UsageError(
-                    "This channel has no fine-tuned model yet, so there is nothing to compare.",
-                    hint="Fine-tune one with /finetune, or name one with model=ID.",
+                    f"{what}, so there is nothing to compare it with.",
+                    hint="Fine-tune a model first (/finetune in Slack, `ftbot run FILE` on the command line), "
+                    "or name one with model=ID (`ftbot ask --model ID`).",
                 )
             return server.ask(
                 prompt,
@@ -441,23 +458,18 @@ class Engine:
                 wait_seconds=wait,
                 label=f"base:{self.settings.base_model}",
             )
-        if compare:
-            return server.compare(
-                prompt,
-                base_model=record.base_model,
-                adapter=record.path,
-                system_prompt=record.system_prompt,
-                label=record.id,
-                wait_seconds=wait,
-            )
-        return server.ask(
-            prompt,
-            base_model=record.base_model,
-            adapter=record.path,
-            system_prompt=record.system_prompt,
-            label=record.id,
-            wait_seconds=wait,
-        )
+        tuned = {
+            "base_model": record.base_model,
+            "adapter": record.path,
+            "system_prompt": record.system_prompt,
+            "label": record.id,
+            "wait_seconds": wait,
+        }
+        return server.compare(prompt, **tuned) if compare else server.ask(prompt, **tuned)
+
+
+#: ``ask(model=BASE_MODEL_ID)`` answers with the base model itself (``/ask model=base``).
+BASE_MODEL_ID = "base"
 
 
 def describe_base_model(name: str) -> str:

@@ -78,6 +78,9 @@ class DatasetRecord:
     report: Mapping[str, Any]
     usable: bool
     created_at: datetime
+    # Where the upload came from (a Slack file id), so a retried or repeated delivery of the same
+    # upload finds this record instead of storing a second one. None for files given by path.
+    source_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,14 @@ def _m0002_meta(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
 
 
+@MIGRATIONS(name="0003_dataset_source")
+def _m0003_dataset_source(db: sqlite_utils.Database) -> None:
+    # The upload's origin (a Slack file id): the Slack app's file -> dataset map and its dedupe
+    # of repeated deliveries survive a restart.
+    db["datasets"].add_column("source_id", str)  # type: ignore[union-attr]
+    db["datasets"].create_index(["team", "source_id"])  # type: ignore[union-attr]
+
+
 # --------------------------------------------------------------------------- conversions
 
 
@@ -330,6 +341,7 @@ def _row_to_dataset(row: Mapping[str, Any]) -> DatasetRecord:
         report=_loads(row["report"], {}),
         usable=bool(row["usable"]),
         created_at=_dt(row["created_at"]),  # type: ignore[arg-type]
+        source_id=row.get("source_id") or None,
     )
 
 
@@ -473,11 +485,13 @@ class Store:
         team: str = "",
         channel: str = "",
         report: Mapping[str, Any] | None = None,
+        source_id: str | None = None,
     ) -> DatasetRecord:
         """Store a dataset file content-addressed and record this upload.
 
         ``source`` is a path (streamed, any size) or the bytes. ``report`` is the validation
-        report as a dict; the upload is usable when ``report["ok"]`` is true.
+        report as a dict; the upload is usable when ``report["ok"]`` is true. ``source_id`` names
+        where the upload came from (a Slack file id; see :meth:`dataset_by_source`).
 
         Raises:
             StoreError: no datasets directory, or the file cannot be written.
@@ -510,6 +524,7 @@ class Store:
             "report": _dumps(report),
             "usable": int(bool(report.get("ok", False))),
             "created_at": _iso(self._clock()),
+            "source_id": source_id,
         }
         with self._write() as db:
             row_id = db["datasets"].insert(row).last_pk  # type: ignore[union-attr]
@@ -571,6 +586,16 @@ class Store:
                 hint="Upload the file first, or name it by its file name or the first 8+ characters of its hash.",
             )
         return _row_to_dataset(rows[0])
+
+    def dataset_by_source(self, source_id: str, *, team: str) -> DatasetRecord | None:
+        """The latest upload of ``team`` recorded with ``source_id`` (usable or not), or None."""
+        if not source_id:
+            return None
+        rows = self._query(
+            "select * from datasets where team = ? and source_id = ? order by id desc limit 1",
+            [team, source_id],
+        )
+        return _row_to_dataset(rows[0]) if rows else None
 
     def latest_dataset(self, team: str, channel: str, *, usable_only: bool = True) -> DatasetRecord | None:
         """The most recent upload in this team's channel (usable ones only by default)."""

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,26 +43,9 @@ from engine.scheduler import (
 from engine.service import Engine, job_summary
 from engine.settings import Settings
 from engine.store import ModelRecord
-
-GOOD_LINE = {
-    "messages": [
-        {"role": "system", "content": "Estimate the price in USD. Answer with a number only."},
-        {"role": "user", "content": "{q}"},
-        {"role": "assistant", "content": "{a}"},
-    ]
-}
-
-
-def write_dataset(path: Path, n: int = 40) -> Path:
-    items = ["laptop", "phone", "camera", "speaker", "watch", "monitor", "keyboard", "lamp"]
-    with open(path, "w") as f:
-        for i in range(n):
-            item = items[i % len(items)]
-            line = json.loads(json.dumps(GOOD_LINE))
-            line["messages"][1]["content"] = f"used {item} number {i}"
-            line["messages"][2]["content"] = f"{(i % len(items) + 1) * 25 + i % 3}.00"
-            f.write(json.dumps(line) + "\n")
-    return path
+from tests.contract import RUN_JSON_KEYS
+from tests.fakes.datasets import write_price_dataset as write_dataset
+from tests.fakes.waiting import wait_for
 
 
 @pytest.fixture
@@ -129,19 +111,6 @@ def stand_in(settings: Settings, script: str, *, resumed: list[str] | None = Non
         return WorkerProcess(job_id=job_id, pid=popen.pid, popen=popen, log_path=log_path)
 
     return launch
-
-
-def wait_for(
-    predicate: Callable[[], bool], timeout: float = 20.0, tick: Callable[[], None] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if tick is not None:
-            tick()
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 # ------------------------------------------------------------------ datasets and submit
@@ -543,29 +512,8 @@ def test_pid_alive_checks_the_job(tmp_path: Path) -> None:
     assert not pid_alive(proc.pid) and not pid_alive(None) and not pid_alive(0)
 
 
-def test_remote_backend_jobs_run_beside_the_gpu_job(settings: Settings, dataset) -> None:
-    with Engine(settings, launcher=stand_in(settings, SLEEP), remote_backends={"openai"}) as eng:
-        a, b = (eng.submit(dataset.hash, owner="U1", team="T1", channel="C1") for _ in range(2))
-        c, d = (
-            eng.submit(dataset.hash, options={"backend": "openai"}, owner="U1", team="T1", channel="C1")
-            for _ in range(2)
-        )
-        eng.dispatcher.tick()
-        states = [eng.job(j.id).state for j in (a, b, c, d)]
-        assert states == [JobState.VALIDATING, JobState.QUEUED, JobState.VALIDATING, JobState.VALIDATING]
-        assert eng.dispatcher.current.job_id == a.id and set(eng.dispatcher.remote) == {c.id, d.id}
-        eng.cancel(c.id, user="U1")
-        wait_for(lambda: c.id not in eng.dispatcher.remote, timeout=10, tick=eng.dispatcher.tick)
-        assert eng.job(b.id).state is JobState.QUEUED  # the GPU job still runs
-        for job in (a, d):
-            eng.cancel(job.id, user="U1")
-        wait_for(lambda: eng.job(b.id).state is JobState.VALIDATING, timeout=10, tick=eng.dispatcher.tick)
-        eng.cancel(b.id, user="U1")
-        wait_for(lambda: not eng.dispatcher.workers(), timeout=10, tick=eng.dispatcher.tick)
-
-
 def test_dispatcher_leaves_other_backends_alone(settings: Settings, dataset) -> None:
-    with Engine(settings, launcher=stand_in(settings, SLEEP), remote_backends=()) as eng:
+    with Engine(settings, launcher=stand_in(settings, SLEEP)) as eng:
         eng.backend_runners["openai"] = lambda engine, job: None
         job = eng.submit(dataset.hash, options={"backend": "openai"}, owner="U1", team="T1", channel="C1")
         assert job.backend == "openai"
@@ -588,19 +536,7 @@ def test_jobs_cli_json(settings: Settings, dataset, engine: Engine) -> None:
 def test_job_summary_has_every_contract_field(engine: Engine, dataset) -> None:
     job = engine.submit(dataset.hash, owner="U1", team="T1", channel="C1")
     summary = job_summary(job)
-    for key in (
-        "job_id",
-        "status",
-        "backend",
-        "base_model",
-        "model_id",
-        "task",
-        "metric",
-        "baseline",
-        "finetuned",
-        "verdict",
-        "predictions",
-    ):
+    for key in RUN_JSON_KEYS:
         assert key in summary
     assert set(summary["baseline"]) == {"zero_shot", "few_shot"}
 
@@ -625,14 +561,10 @@ def test_worker_turns_errors_into_a_failed_job_with_a_reason(
     def pipeline(ctx: worker.JobContext) -> None:
         raise error
 
-    worker.PIPELINES["test-boom"] = pipeline
-    try:
-        job = engine.submit(dataset.hash, owner="U1", team="T1", channel="C1")
-        engine.store.save_job(replace(engine.job(job.id), backend="test-boom"))
-        ctx = worker.JobContext(store=engine.store, settings=engine.settings, job_id=job.id)
-        code = worker.run(ctx)
-    finally:
-        del worker.PIPELINES["test-boom"]
+    job = engine.submit(dataset.hash, owner="U1", team="T1", channel="C1")
+    engine.store.save_job(replace(engine.job(job.id), backend="test-boom"))
+    ctx = worker.JobContext(store=engine.store, settings=engine.settings, job_id=job.id)
+    code = worker.run(ctx, pipeline)
     failed = engine.job(job.id)
     assert (code, failed.state.value) == (1, state)
     assert words in failed.error
@@ -649,11 +581,8 @@ def test_worker_stops_quietly_when_cancelled(engine: Engine, dataset) -> None:
         engine.cancel(job.id, user="U1")  # from "outside", while the pipeline runs
         ctx.check()
 
-    worker.PIPELINES["test-cancel"] = pipeline
-    try:
-        engine.store.save_job(replace(engine.job(job.id), backend="test-cancel"))
-        code = worker.run(worker.JobContext(store=engine.store, settings=engine.settings, job_id=job.id))
-    finally:
-        del worker.PIPELINES["test-cancel"]
+    engine.store.save_job(replace(engine.job(job.id), backend="test-cancel"))
+    ctx = worker.JobContext(store=engine.store, settings=engine.settings, job_id=job.id)
+    code = worker.run(ctx, pipeline)
     assert code == 0 and engine.job(job.id).state is JobState.CANCELLED
     assert not partial.exists()

@@ -52,11 +52,11 @@ def job(job_id: str = "ft-00000001", *, at: datetime = T0, **kw: object) -> Job:
 def test_open_creates_schema_wal_and_reopens(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "dir" / "ftbot.db"
     with Store.open(path) as s:
-        assert s.schema_migrations() == ["0001_initial", "0002_meta"]
+        assert s.schema_migrations() == ["0001_initial", "0002_meta", "0003_dataset_source"]
         assert s.journal_mode() == "wal"
         s.add_job(job())
     with Store.open(path) as s:  # reopening applies nothing twice and keeps the data
-        assert s.schema_migrations() == ["0001_initial", "0002_meta"]
+        assert s.schema_migrations() == ["0001_initial", "0002_meta", "0003_dataset_source"]
         assert s.get_job("ft-00000001").base_model == "builtin:tiny"
     tables = {
         r[0] for r in sqlite3.connect(path).execute("select name from sqlite_master where type='table'")
@@ -92,7 +92,7 @@ def test_an_old_database_is_migrated_forward(tmp_path: Path) -> None:
     )
     old.close()
     with Store.open(path) as s:
-        assert s.schema_migrations() == ["0001_initial", "0002_meta"]
+        assert s.schema_migrations() == ["0001_initial", "0002_meta", "0003_dataset_source"]
         assert s.get_job("ft-old").state is JobState.QUEUED  # the old row survived
         assert s.get_meta("x") is None
         s.set_meta("x", "1")
@@ -186,6 +186,32 @@ def test_latest_dataset_usable_only(store: Store) -> None:
     assert store.latest_dataset("T1", "C1") == good
     assert store.latest_dataset("T1", "C1", usable_only=False) == bad
     assert not bad.usable
+
+
+def test_dataset_by_source_id_survives_reopening(tmp_path: Path) -> None:
+    import sqlite_utils
+
+    from engine.store import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(path)
+    MIGRATIONS.apply(old, stop_before="0003_dataset_source")  # datasets without a source column
+    old.close()
+    with Store.open(path, datasets_dir=tmp_path / "ds") as s:
+        plain = s.add_dataset(b"plain\n", name="p.jsonl", team="T1", channel="C1", report={"ok": True})
+        assert plain.source_id is None and s.dataset_by_source("F1", team="T1") is None
+        bad = s.add_dataset(b"bad\n", name="b.jsonl", team="T1", channel="C1", source_id="F1")
+        first = s.add_dataset(
+            b"good\n", name="g.jsonl", team="T1", channel="C1", report={"ok": True}, source_id="F2"
+        )
+        s.add_dataset(b"good\n", name="g.jsonl", team="T2", channel="C1", report={"ok": True}, source_id="F2")
+    with Store.open(path, datasets_dir=tmp_path / "ds") as s:  # a restart
+        assert s.dataset_by_source("F1", team="T1") == bad and not bad.usable  # usable or not
+        found = s.dataset_by_source("F2", team="T1")
+        assert found == first and found.source_id == "F2" and found.team == "T1"
+        assert s.dataset_by_source("F2", team="T3") is None  # another team's upload is not visible
+        assert s.dataset_by_source("", team="T1") is None
+        assert s.get_dataset(plain.hash).source_id is None
 
 
 # ----------------------------------------------------------------- jobs

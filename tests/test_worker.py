@@ -18,21 +18,9 @@ from engine.progress import CallbackSink, ListSink, ProgressEvent, TeeSink
 from engine.scheduler import latest_checkpoint, pid_alive
 from engine.service import Engine
 from engine.settings import Settings
-from tests.test_service import wait_for, write_dataset
-
-CONTRACT_KEYS = {
-    "job_id",
-    "status",
-    "backend",
-    "base_model",
-    "model_id",
-    "task",
-    "metric",
-    "baseline",
-    "finetuned",
-    "verdict",
-    "predictions",
-}
+from tests.contract import RUN_JSON_KEYS
+from tests.fakes.datasets import write_price_dataset as write_dataset
+from tests.fakes.waiting import wait_for
 
 
 def test_run_refuses_bad_options_with_a_clear_message(settings: Settings, tmp_path: Path) -> None:
@@ -66,7 +54,7 @@ def test_ftbot_run_json_contract_and_predictions_agree(settings: Settings, tmp_p
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(summary) >= CONTRACT_KEYS
+    assert set(summary) >= RUN_JSON_KEYS
     assert summary["status"] == "succeeded" and summary["backend"] == "local"
     assert summary["base_model"] == "builtin:tiny"
     assert summary["task"] == "numeric" and summary["metric"] == "mae"

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.backends.local_loading import model_load_kwargs, pad_with_eos
 from engine.backends.local_preflight import (
     ModelShape,
     check_environment,
@@ -140,7 +141,7 @@ def train(
     import datasets
     import torch
     from peft import LoraConfig, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PrinterCallback
+    from transformers import AutoModelForCausalLM, PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     torch.manual_seed(config.seed)
@@ -201,21 +202,12 @@ def train(
     precision = _choose_precision(config, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported())
     compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     quantized, why_not = probe_4bit(device) if config.quantize == "auto" else (False, "")
-    load_kwargs: dict[str, Any] = {"dtype": compute_dtype}
-    if cuda:
-        load_kwargs["device_map"] = {"": torch.cuda.current_device()}
-    if quantized:
-        load_kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-        )
-    elif why_not:
+    load_kwargs = model_load_kwargs(compute_dtype, cuda=cuda, quantize=quantized)
+    if not quantized and why_not:
         notes.append(
             f"4-bit loading is not available here ({why_not}); training full-precision LoRA instead."
         )
-    else:
+    elif not quantized:
         notes.append("quantize=off: LoRA on the unquantized weights, as asked (more memory, usually faster).")
     try:
         model = AutoModelForCausalLM.from_pretrained(base_model, **load_kwargs)
@@ -383,9 +375,7 @@ def load_tokenizer(base_model: str, *, notes: list[str]) -> Any:
             f"The base model {base_model!r} has no chat template, so chat examples cannot be formatted for it.",
             hint="Use an instruction-tuned (chat) model, or builtin:tiny to try the workflow.",
         )
-    if tokenizer.pad_token is None:
-        # The collator masks padding out of the loss, so reusing EOS as padding is safe.
-        tokenizer.pad_token = tokenizer.eos_token
+    if pad_with_eos(tokenizer):  # the collator masks padding out of the loss: EOS is safe
         notes.append("The tokenizer had no pad token; it pads with the EOS token.")
     tokenizer.padding_side = "right"  # training pads on the right; generation code sets left itself
     return tokenizer

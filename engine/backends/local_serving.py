@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.backends.local_loading import four_bit_available, model_load_kwargs, pad_with_eos
 from engine.errors import (
     BackendUnavailable,
     FtbotError,
@@ -110,23 +111,6 @@ class Answer:
 # Loading
 
 
-@functools.cache
-def four_bit_available() -> bool:
-    """Whether bitsandbytes can hold a model in 4-bit NF4 here (CUDA, and the CPU with
-    bitsandbytes >= 0.50). The same probe as training (``local_qlora.probe_4bit``: a real NF4
-    round trip on a small tensor), run once per process."""
-    try:
-        import torch
-
-        from engine.backends.local_qlora import probe_4bit
-    except Exception:  # torch missing or broken: serve in full precision
-        return False
-    ok, why_not = probe_4bit("cuda" if torch.cuda.is_available() else "cpu")
-    if not ok:
-        log.info("model server: serving in full precision: %s", why_not)
-    return ok
-
-
 def _short(exc: BaseException, limit: int = 240) -> str:
     """First line of an exception's text, bounded: enough to act on, never a traceback."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -158,8 +142,7 @@ def load_tokenizer(base_model: str) -> Any:
             hint="Check the base model name (a local directory or a Hugging Face id this host can download).",
         ) from exc
     tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    pad_with_eos(tokenizer)
     return tokenizer
 
 
@@ -177,7 +160,7 @@ def load_base(base_model: str, *, quantize: bool | None = None) -> tuple[Any, An
             not available here.
     """
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(base_model)
     if quantize is None:
@@ -192,16 +175,7 @@ def load_base(base_model: str, *, quantize: bool | None = None) -> tuple[Any, An
     compute_dtype = (
         (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
     )
-    kwargs: dict[str, Any] = {"dtype": compute_dtype}
-    if cuda:
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
-    if quantize:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-        )
+    kwargs = model_load_kwargs(compute_dtype, cuda=cuda, quantize=quantize)
     try:
         model = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
     except Exception as exc:
@@ -389,8 +363,7 @@ def _generate_one_batch(
 
     if stop_ids is None:
         stop_ids = stop_token_ids(model, tokenizer)
-    if tokenizer.pad_token_id is None:  # a tokenizer not from load_tokenizer: pad with EOS (masked)
-        tokenizer.pad_token = tokenizer.eos_token
+    pad_with_eos(tokenizer)  # a tokenizer not from load_tokenizer (the mask hides the padding)
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     results: list[Generation | FtbotError | None] = [None] * len(prompts)
     rows: list[int] = []

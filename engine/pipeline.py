@@ -1,0 +1,425 @@
+"""A job's backend-independent steps, shared by every pipeline.
+
+The local worker (``engine.worker``: QLoRA in a child process) and the OpenAI pipeline
+(``engine.openai_pipeline``: driven by scheduler pollers in the bot process) run a job through the
+same states with the same files, keys and events; what differs is how they generate answers and
+train. This module holds what is the same, with generation injected:
+
+- :class:`JobContext`: the job, its run directory, its progress sink (events go to SQLite),
+  cancellation (:meth:`JobContext.check` raises :class:`Cancelled`) and state changes.
+- :func:`prepare_data` (**validating**): the eval split (the user's eval file, or a deterministic
+  held-out split), the leakage check, the recorded split; moves the job on to ``baseline``.
+- :func:`measure_baseline` (**baseline**): the base model zero-shot and few-shot, scored, saved to
+  ``baseline.json`` (a resumed job reuses it); moves the job on to ``training``.
+- :func:`finish_evaluation` (**evaluating**): the report, the predictions file, the chart, the
+  model registered, the promotion rule; the job ``succeeded``.
+
+Stdlib and engine modules only: no ML library is imported here (tests/test_architecture.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from engine.errors import DatasetNotFound, FtbotError, InvalidTransition, JobNotFound, UsageError
+from engine.jobs import Job, JobState
+from engine.progress import ProgressEvent, utcnow
+from engine.scheduler import run_dir
+from engine.settings import Settings
+from engine.store import ModelRecord, Store
+
+# How often should_stop() looks at the job's state in the database (seconds).
+_STATE_POLL_SECONDS = 0.5
+
+
+class Cancelled(Exception):
+    """The job was cancelled (or ended from outside) while a pipeline was running it, or the
+    pipeline's ``stop_flag`` was set (the worker got SIGTERM; the engine is stopping)."""
+
+
+# --------------------------------------------------------------------------- context
+
+
+class StoreSink:
+    """A progress sink that appends every event to the job's log in SQLite (the scheduler relays
+    it to the job's card)."""
+
+    def __init__(self, store: Store, job_id: str) -> None:
+        self._store = store
+        self._job_id = job_id
+
+    def emit(self, event: ProgressEvent) -> None:
+        if event.job_id != self._job_id:
+            event = replace(event, job_id=self._job_id)
+        if event.at is None:
+            event = replace(event, at=utcnow())
+        self._store.add_event(event)
+
+
+@dataclass
+class JobContext:
+    """What a pipeline needs: the job, where to write (``dir``, the job's run directory), how to
+    report (``sink``: SQLite), whether to stop (``should_stop`` / ``check``)."""
+
+    store: Store
+    settings: Settings
+    job_id: str
+    stop_flag: threading.Event = field(default_factory=threading.Event)
+    resume: bool = False
+    _last_check: float = -1e9
+    _stopped: bool = False
+
+    def __post_init__(self) -> None:
+        self.sink = StoreSink(self.store, self.job_id)
+        self.dir = run_dir(self.settings, self.job_id)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def job(self) -> Job:
+        return self.store.get_job(self.job_id)
+
+    def emit(self, kind: str, message: str = "", **kw: Any) -> None:
+        self.sink.emit(ProgressEvent(self.job_id, kind, message, **kw))
+
+    def alert(self, code: str, message: str, **data: Any) -> None:
+        self.emit("alert", message, data={"code": code, **data})
+
+    def record(self, **result: Any) -> None:
+        self.store.update_job(self.job_id, result=result)
+
+    def should_stop(self) -> bool:
+        """True once the job was cancelled (SIGTERM, or its state became final in the database)."""
+        if self._stopped or self.stop_flag.is_set():
+            self._stopped = True
+            return True
+        now = time.monotonic()
+        if now - self._last_check >= _STATE_POLL_SECONDS:
+            self._last_check = now
+            with contextlib.suppress(JobNotFound):
+                self._stopped = self.store.get_job(self.job_id).is_final
+        return self._stopped
+
+    def check(self) -> None:
+        if self.should_stop():
+            raise Cancelled()
+
+    def advance(self, to: JobState, message: str, **changes: Any) -> Job:
+        """Move the job on; raise :class:`Cancelled` when it was ended from outside meanwhile."""
+        try:
+            return self.store.transition(self.job_id, to, message=message, changes=changes or None)
+        except InvalidTransition as exc:
+            raise Cancelled() from exc
+
+
+# --------------------------------------------------------------------------- step 1: data
+
+
+@dataclass(frozen=True)
+class EvalData:
+    train: list[list[dict[str, Any]]]  # messages lists
+    eval: list[list[dict[str, Any]]]
+    source: str  # "file" | "holdout"
+    leakage: int
+    system_prompt: str | None
+
+
+def _messages(example: Any) -> list[dict[str, Any]]:
+    messages = example.messages if hasattr(example, "messages") else example["messages"]
+    return [dict(m) for m in messages]
+
+
+def _common_system_prompt(examples: Sequence[Sequence[Mapping[str, Any]]]) -> str | None:
+    """The system prompt most training examples use (so /ask can use it too), if any."""
+    prompts = Counter(
+        m.get("content")
+        for ex in examples
+        for m in ex[:1]
+        if m.get("role") == "system" and isinstance(m.get("content"), str)
+    )
+    if not prompts:
+        return None
+    text, count = prompts.most_common(1)[0]
+    return text if count * 2 >= len(examples) else None
+
+
+def _load_examples(path: Path) -> list[Any]:
+    from engine import dataset
+
+    if not Path(path).is_file():
+        raise DatasetNotFound(
+            f"The stored copy of this dataset ({Path(path).name}) is missing from the data directory.",
+            hint="Upload the file again and start a new job.",
+        )
+
+    # read_examples yields the usable examples (invalid lines were reported at upload time).
+    return [ex for ex in dataset.read_examples(path) if getattr(ex, "ok", True)]
+
+
+def prepare_data(ctx: JobContext) -> EvalData:
+    """Step 1: the training and eval examples (deterministic: a resumed job gets the same split)."""
+    from engine import dataset
+    from engine.config import TrainConfig
+
+    job = ctx.job
+    config = TrainConfig.from_dict(job.config)
+    record = ctx.store.get_dataset(job.dataset_hash)
+    examples = _load_examples(record.path)
+    if job.eval_dataset_hash:
+        eval_record = ctx.store.get_dataset(job.eval_dataset_hash)
+        train_ex, eval_ex = examples, _load_examples(eval_record.path)
+        source = "file"
+    else:
+        train_ex, eval_ex = dataset.split(examples, eval_fraction=config.eval_fraction, seed=config.seed)
+        source = "holdout"
+    leaks = list(dataset.leakage(train_ex, eval_ex))
+    leaked_lines = {pair[0] for pair in leaks}
+    if leaked_lines:  # train on them and the eval would measure memory, not skill
+        train_ex = [ex for ex in train_ex if getattr(ex, "line", None) not in leaked_lines]
+    train = [_messages(ex) for ex in train_ex]
+    evals = [_messages(ex) for ex in eval_ex]
+    if not train or not evals:
+        raise UsageError(
+            f"Not enough examples to train and evaluate: {len(train)} for training, {len(evals)} for evaluation.",
+            hint="Add more examples (at least 10 usable ones), or give a separate eval file.",
+        )
+    if job.state is JobState.VALIDATING:
+        if leaks:
+            ctx.alert(
+                "leakage",
+                f"{len(leaked_lines)} training example(s) ask the same question as an eval example; they were "
+                "left out of training so the evaluation stays honest.",
+                pairs=[list(p)[:2] for p in leaks[:20]],
+            )
+        split_info = {
+            "source": source,
+            "train_examples": len(train),
+            "eval_examples": len(evals),
+            "leakage": len(leaks),  # (train line, eval line) pairs with the same prompt
+            "left_out_of_training": len(leaked_lines),
+            "eval_dataset_hash": job.eval_dataset_hash,
+            "eval_fraction": None if source == "file" else config.eval_fraction,
+            "seed": config.seed,
+        }
+        ctx.record(eval_split=split_info, versions=library_versions())
+        what = "your eval file" if source == "file" else f"a held-out {config.eval_fraction:.0%} split"
+        ctx.advance(
+            JobState.BASELINE,
+            f"Dataset ready: {len(train)} training examples; evaluating on {len(evals)} examples from {what}. "
+            "Measuring the base model first.",
+        )
+    return EvalData(train, evals, source, len(leaks), _common_system_prompt(train))
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "datasets"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+# --------------------------------------------------------------------------- step 2: baseline
+
+
+def log_answers(ctx: JobContext, label: str, done: int, total: int) -> None:
+    """A ``log`` event for generation progress (``label``: which model and prompts)."""
+    ctx.emit("log", f"{label}: {done}/{total} answers", step=done, total=total, data={"phase": label})
+
+
+def saved_baseline(ctx: JobContext, data: EvalData) -> dict[str, Any] | None:
+    """``baseline.json`` when it was measured on exactly these eval prompts, else None."""
+    from engine import prompts
+
+    path = ctx.dir / "baseline.json"
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    eval_prompts = [prompts.eval_prompt(ex) for ex in data.eval]
+    references = [prompts.reference(ex) for ex in data.eval]
+    if saved.get("references") == references and saved.get("prompts") == eval_prompts:
+        return saved
+    return None
+
+
+Generate = Callable[[Sequence[Sequence[Mapping[str, Any]]], int, str], list[str]]
+"""``generate(conversations, max_new_tokens, label) -> answers``, in order."""
+
+
+def measure_baseline(
+    ctx: JobContext,
+    data: EvalData,
+    *,
+    generate: Generate,
+    token_counter: Callable[[list[dict[str, Any]]], int],
+    context_tokens: int,
+    max_new_tokens_cap: int,
+    metric: str | None,
+    seed: int,
+) -> dict[str, Any]:
+    """The base model zero-shot and few-shot on the eval split, scored, for any backend (generation
+    injected). Saved to ``<run dir>/baseline.json`` (reused when a resumed job asks again with the
+    same prompts), the job's ``result`` (``baseline``, ``task``, ``metric``) and a ``baseline``
+    event. Moves a job in ``baseline`` on to ``training``. Returns the saved record."""
+    from engine import evaluate, prompts
+
+    eval_prompts = [prompts.eval_prompt(ex) for ex in data.eval]
+    references = [prompts.reference(ex) for ex in data.eval]
+    path = ctx.dir / "baseline.json"
+    saved = saved_baseline(ctx, data)
+    if saved is not None:
+        if ctx.job.state is JobState.BASELINE:
+            ctx.advance(JobState.TRAINING, "Baseline measured. Fine-tuning now.")
+        return saved
+
+    max_new = prompts.max_new_tokens(references, token_counter, cap=max_new_tokens_cap)
+    shots = prompts.select_shots(
+        data.train,
+        eval_prompts=eval_prompts,
+        token_counter=token_counter,
+        context_tokens=context_tokens,
+        max_new_tokens=max_new,
+        seed=seed,
+    )
+    zero = generate(eval_prompts, max_new, "baseline zero-shot")
+    ctx.check()
+    few = generate([prompts.few_shot_prompt(p, shots) for p in eval_prompts], max_new, "baseline few-shot")
+    report = evaluate.build_report(references, {"zero_shot": zero, "few_shot": few}, metric=metric, seed=seed)
+    saved = {
+        "task": report["task"],
+        "metric": report["metric"],
+        "higher_is_better": report["higher_is_better"],
+        "k": len(shots),
+        "max_new_tokens": max_new,
+        "prompts": eval_prompts,
+        "references": references,
+        "zero_shot": zero,
+        "few_shot": few,
+        "metrics": report["baseline"],
+        "flags": report["flags"],
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(saved, ensure_ascii=False))
+    tmp.replace(path)  # atomic: a resumed job never reads half a file
+    summary = {
+        "task": report["task"],
+        "metric": report["metric"],
+        "n": report["n"],
+        "k": len(shots),
+        "zero_shot": report["baseline"]["zero_shot"],
+        "few_shot": report["baseline"]["few_shot"],
+    }
+    ctx.record(baseline=summary, task=report["task"], metric=report["metric"])
+    primary = report["metric"]
+    ctx.emit(
+        "baseline",
+        f"Baseline on {report['n']} eval examples ({report['task']} task, metric {primary}): "
+        f"zero-shot {evaluate.format_metric(primary, report['baseline']['zero_shot'].get(primary))}, "
+        f"few-shot with {len(shots)} examples "
+        f"{evaluate.format_metric(primary, report['baseline']['few_shot'].get(primary))}.",
+        data=summary,
+    )
+    if ctx.job.state is JobState.BASELINE:
+        ctx.advance(JobState.TRAINING, "Baseline measured. Fine-tuning now.")
+    return saved
+
+
+# --------------------------------------------------------------------------- step 4: evaluation
+
+
+def finish_evaluation(
+    ctx: JobContext,
+    base: Mapping[str, Any],
+    tuned: Sequence[str],
+    *,
+    model: ModelRecord,
+    metric: str | None,
+    seed: int,
+) -> Job:
+    """Score the fine-tuned answers against the saved baseline and finish the job, for any
+    backend: the report (``report.json``, the ``evals`` table, an ``evaluation`` event, the chart,
+    one alert per flag), the predictions file (``prompt``, ``reference``, ``zero_shot``,
+    ``few_shot``, ``finetuned`` per line), ``model`` registered with the verdict, the promotion
+    rule (not ``worse`` -> the channel's default; the job records which), and the job
+    ``succeeded`` with ``model_id = model.id``."""
+    from engine import evaluate, prompts
+
+    job = ctx.job
+    references = list(base["references"])
+    texts = [prompts.prompt_text(p) for p in base["prompts"]]
+    report = evaluate.build_report(
+        references,
+        {"zero_shot": base["zero_shot"], "few_shot": base["few_shot"], "finetuned": list(tuned)},
+        task=base["task"],
+        metric=metric,
+        prompts=texts,
+        seed=seed,
+    )
+    report["k"] = base["k"]
+    report["max_new_tokens"] = base["max_new_tokens"]
+    report["eval_split"] = dict(job.result.get("eval_split") or {})
+    report["text"] = evaluate.render_text(report)
+
+    predictions = ctx.dir / "predictions.jsonl"
+    with open(predictions, "w", encoding="utf-8") as out:
+        for i, reference in enumerate(references):
+            line = {
+                "prompt": texts[i],
+                "reference": reference,
+                "zero_shot": base["zero_shot"][i],
+                "few_shot": base["few_shot"][i],
+                "finetuned": tuned[i],
+                "messages": base["prompts"][i],
+            }
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    (ctx.dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
+    ctx.store.save_eval(job.id, report)
+    ctx.emit(
+        "evaluation", report.get("summary", ""), data={k: v for k, v in report.items() if k != "per_example"}
+    )
+    with contextlib.suppress(Exception):  # a chart is a nicety; never fail an evaluated job for it
+        from engine import charts
+
+        chart = charts.eval_chart(report, ctx.dir / "eval.png")
+        ctx.emit("artifact", "Evaluation chart.", data={"kind": "eval_chart", "path": str(chart)})
+    for flag in report.get("flags") or []:
+        ctx.alert(str(flag.get("code", "flag")), str(flag.get("message", "")))
+
+    verdict = report.get("verdict")
+    with contextlib.suppress(FtbotError):  # a resumed evaluation registered it already
+        ctx.store.add_model(replace(model, verdict=verdict, metrics=report.get("finetuned") or {}))
+    promoted = evaluate.should_promote(verdict)
+    if promoted:
+        ctx.store.set_default(job.team, job.channel, model.id, set_by="ftbot (promotion rule)")
+        promotion = (
+            f"The fine-tuned model {model.id} is now this channel's default model (verdict: {verdict})."
+        )
+    else:
+        promotion = (
+            f"The fine-tuned model {model.id} was NOT made the channel's default: it did worse than the "
+            f"baseline. You can still use it with model={model.id}."
+        )
+    ctx.alert("promotion", promotion, promoted=promoted, model_id=model.id)
+    result = {
+        "task": report["task"],
+        "metric": report["metric"],
+        "baseline": report["baseline"],
+        "finetuned": report["finetuned"],
+        "verdict": verdict,
+        "predictions": str(predictions),
+        "report_path": str(ctx.dir / "report.json"),
+        "promoted": promoted,
+        "promotion": promotion,
+        "summary": report.get("summary"),
+    }
+    return ctx.advance(JobState.SUCCEEDED, report.get("summary") or "Done.", model_id=model.id, result=result)

@@ -21,36 +21,33 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.commands.serve import EVENTS_PATH, build_slack, make_http_server, serve_in_thread  # noqa: E402
 from bot.settings import BotSettings  # noqa: E402
 from engine import JobState, Settings  # noqa: E402
-from tests.fakes.slack_api import (  # noqa: E402
+from tests.fakes.slack_api import FakeSlack  # noqa: E402
+from tests.fakes.slack_requests import (  # noqa: E402
     FORM,
-    SIGNING_SECRET,
-    FakeSlack,
+    bot_env,
     command_body,
     event_body,
     file_share_event,
-    signed_headers,
+    post_signed,
+    serve_http,
 )
 
 GOAL_P99_MS = 500.0
 
 
 def _post(url: str, body: str, content_type: str) -> tuple[int, float]:
-    headers = signed_headers(body, content_type=content_type)
-    request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
-    started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=30) as response:
-        response.read()
-        return response.status, (time.perf_counter() - started) * 1000
+    reply = post_signed(url, body, content_type=content_type, timeout=30)
+    if reply.status >= 400:  # as loud as urllib's HTTPError was: a refused request ends the run
+        raise SystemExit(f"the app answered HTTP {reply.status}: {reply.body[:200]}")
+    return reply.status, reply.ms
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -75,20 +72,7 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="ftbot-bench-"))
     settings = Settings.from_env({"FTBOT_HOME": str(home)})
-    with FakeSlack() as slack:
-        bot_settings = BotSettings.from_env(
-            {
-                "SLACK_BOT_TOKEN": slack.bot_token,
-                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                "SLACK_API_URL": slack.api_url,
-                "FTBOT_FILE_HOSTS": slack.url,
-            }
-        )
-        engine, app = build_slack(bot_settings, settings, mode="http")
-        server = make_http_server(app, "127.0.0.1", 0)
-        serve_in_thread(server)
-        engine.start()
-        url = f"http://127.0.0.1:{server.server_port}{EVENTS_PATH}"
+    with FakeSlack() as slack, serve_http(BotSettings.from_env(bot_env(slack)), settings) as (engine, url):
         try:
             # A dataset, and a long training job that runs during the measurement.
             file = slack.add_file((ROOT / "examples" / "prices.jsonl").read_bytes(), name="prices.jsonl")
@@ -135,9 +119,6 @@ def main() -> int:
                 if not job.is_final:
                     with contextlib.suppress(Exception):  # it may have just finished
                         engine.cancel(job.id, user="bench", is_admin=True)
-            server.shutdown()
-            server.server_close()
-            engine.close()
 
     print(
         f"training job running during {training_rounds}/{args.rounds} rounds, still at the end: {still_training}"

@@ -43,28 +43,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SHAPES: dict[str, dict[str, Any]] = {
-    "1b": {  # Llama-3.2-1B
-        "hidden_size": 2048,
-        "intermediate_size": 8192,
-        "num_hidden_layers": 16,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "vocab_size": 128256,
-        "max_position_embeddings": 8192,
-        "tie_word_embeddings": True,
-    },
-    "8b": {  # Llama-3-8B
-        "hidden_size": 4096,
-        "intermediate_size": 14336,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "vocab_size": 128256,
-        "max_position_embeddings": 8192,
-        "tie_word_embeddings": False,
-    },
-}
+from tests.fakes.llama_shapes import LLAMA_1B, LLAMA_8B  # noqa: E402
+
+SHAPES: dict[str, dict[str, Any]] = {"1b": LLAMA_1B, "8b": LLAMA_8B}
 DEFAULT_DATA = ROOT / "examples" / "extraction.jsonl"
 
 
@@ -144,6 +125,25 @@ def _peak_memory_gb() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "process RSS"  # KiB -> GB
 
 
+def _measurement(
+    recipe: str, points: list[tuple[float, float]], *, gradient_checkpointing: bool
+) -> dict[str, Any]:
+    """What both recipes report after training: speed over the steady state, steps, tokens and
+    peak memory, from (seconds, tokens seen) per step."""
+    rate, window = _steady_rate(points)
+    memory, memory_kind = _peak_memory_gb()
+    return {
+        "recipe": recipe,
+        "tokens_per_second": rate,
+        "window_steps": window,
+        "steps": len(points),
+        "tokens": points[-1][1] if points else 0.0,
+        "peak_memory_gb": memory,
+        "memory_kind": memory_kind,
+        "gradient_checkpointing": gradient_checkpointing,
+    }
+
+
 def run_guide(base: str, examples: list[list[dict[str, Any]]], epochs: int, out: Path) -> dict[str, Any]:
     """The seed guide's recipe. The callback only measures; it changes nothing in training."""
     import torch
@@ -209,17 +209,8 @@ def run_guide(base: str, examples: list[list[dict[str, Any]]], epochs: int, out:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    rate, window = _steady_rate(points)
-    memory, memory_kind = _peak_memory_gb()
     return {
-        "recipe": "guide",
-        "tokens_per_second": rate,
-        "window_steps": window,
-        "steps": len(points),
-        "tokens": points[-1][1] if points else 0.0,
-        "peak_memory_gb": memory,
-        "memory_kind": memory_kind,
-        "gradient_checkpointing": bool(args.gradient_checkpointing),
+        **_measurement("guide", points, gradient_checkpointing=bool(args.gradient_checkpointing)),
         "substitutions": substitutions,
     }
 
@@ -246,17 +237,10 @@ def run_ours(base: str, examples: list[list[dict[str, Any]]], epochs: int, out: 
     )
     steps = [e for e in sink.events if e.kind == "step"]
     points = [(e.metrics["elapsed_seconds"], e.metrics["tokens_seen"]) for e in steps]
-    rate, window = _steady_rate(points)
-    memory, memory_kind = _peak_memory_gb()
     return {
-        "recipe": "ours",
-        "tokens_per_second": rate,
-        "window_steps": window,
-        "steps": len(points),
-        "tokens": points[-1][1] if points else 0.0,
-        "peak_memory_gb": memory,
-        "memory_kind": memory_kind,
-        "gradient_checkpointing": bool(result.resolved.get("gradient_checkpointing")),
+        **_measurement(
+            "ours", points, gradient_checkpointing=bool(result.resolved.get("gradient_checkpointing"))
+        ),
         "quantized": result.quantized,
         "resolved": {k: v for k, v in result.resolved.items() if k != "versions"},
     }

@@ -56,14 +56,8 @@ class ConsoleProgress:
         parts = [f"{self.job.id} {p.state}"]
         if p.total:
             parts.append(f"[{blocks.progress_bar(p.step, p.total, width=24)}] step {p.step or 0}/{p.total}")
-        if p.loss is not None:
-            parts.append(f"loss {blocks.fmt_number(p.loss)}")
-        if p.eval_loss is not None:
-            parts.append(f"eval {blocks.fmt_number(p.eval_loss)}")
-        if p.learning_rate is not None:
-            parts.append(f"lr {blocks.fmt_number(p.learning_rate, 3)}")
-        if p.eta_seconds is not None:
-            parts.append(f"ETA {blocks.fmt_duration(p.eta_seconds)}")
+        labels = {"loss": "loss", "eval_loss": "eval", "learning_rate": "lr", "eta": "ETA"}
+        parts.extend(f"{labels[key]} {value}" for key, value in p.readings().items())
         return " · ".join(parts)
 
     def _end_bar(self) -> None:
@@ -268,15 +262,8 @@ class Console:
             self.run_job(request)
 
     def run_job(self, request: FinetuneRequest) -> None:
-        dataset_hash = self._dataset(request.dataset)
-        eval_hash = self._dataset(request.eval_dataset) if request.eval_dataset else None
-        job = self.engine.submit(
-            dataset_hash,
-            options=dict(request.options),
-            owner=self.user,
-            team=self.team,
-            channel=self.channel,
-            eval_dataset_hash=eval_hash,
+        job = request.submit(
+            self.engine, self._dataset, owner=self.user, team=self.team, channel=self.channel
         )
         self.show(blocks.job_card(job))
         sink = ConsoleProgress(self, job)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from engine.settings import Settings
+from tests.fakes.clock import FakeTime
+from tests.fakes.openai_api import FakeOpenAI
+from tests.fakes.slack_api import FakeSlack
 
 # Keep torch from spreading each test over every core: CI has two, and xdist runs two workers.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -37,3 +41,23 @@ def settings(tmp_path: Path, builtin_dir: Path) -> Settings:
     home.mkdir()
     (home / "builtin").symlink_to(builtin_dir, target_is_directory=True)
     return Settings.from_env({"FTBOT_HOME": str(home)})
+
+
+@pytest.fixture
+def ftime() -> FakeTime:
+    """Fake time for code that takes ``clock``/``sleep``: sleeping only moves this clock."""
+    return FakeTime()
+
+
+@pytest.fixture
+def fake(ftime: FakeTime) -> Iterator[FakeOpenAI]:
+    """The fake OpenAI server (real HTTP on 127.0.0.1), on the ``ftime`` clock."""
+    with FakeOpenAI(clock=ftime.clock) as server:
+        yield server
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    """The fake Slack Web API (real HTTP on 127.0.0.1)."""
+    with FakeSlack() as server:
+        yield server

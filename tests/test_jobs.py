@@ -19,6 +19,7 @@ from engine.jobs import (
     can_transition,
     new_job_id,
 )
+from tests.fakes.jobs import make_job as fake_job
 
 S = JobState
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -39,16 +40,7 @@ ALL_PAIRS = list(itertools.product(list(S), list(S)))
 
 
 def make_job(state: JobState = S.QUEUED, **kw: object) -> Job:
-    return Job(
-        id="ft-00000001",
-        backend="local",
-        base_model="builtin:tiny",
-        dataset_hash="ab" * 32,
-        created_at=T0,
-        updated_at=T0,
-        state=state,
-        **kw,  # type: ignore[arg-type]
-    )
+    return fake_job(state, at=T0, **kw)
 
 
 @pytest.mark.parametrize(("current", "target"), sorted(ALLOWED), ids=lambda s: s.value)

@@ -14,20 +14,10 @@ from pathlib import Path
 import pytest
 
 from engine.config import parse_options
+from tests.fakes.llama_shapes import LLAMA_8B as LLAMA_8B_SHAPE
 
 # Llama-3-8B's published shape.
-LLAMA_8B = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 128256,
-    "max_position_embeddings": 8192,
-    "tie_word_embeddings": False,
-}
+LLAMA_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **LLAMA_8B_SHAPE}
 
 
 def _gpu(total_gb: float, name: str = "NVIDIA H100 80GB HBM3") -> dict[str, object]:

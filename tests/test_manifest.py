@@ -12,20 +12,12 @@ from typing import Any
 import pytest
 import yaml
 from slack_bolt import App
-from slack_bolt.request import BoltRequest
 
 from bot.settings import BotSettings
 from bot.slack import blocks
 from bot.slack.app import ACTIONS, COMMANDS, EVENTS, create_app, make_client
-from tests.fakes.slack_api import (
-    FORM,
-    SIGNING_SECRET,
-    FakeSlack,
-    action_body,
-    command_body,
-    event_body,
-    signed_headers,
-)
+from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_requests import FORM, action_body, bot_env, command_body, event_body, signed_request
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST: dict[str, Any] = yaml.safe_load((ROOT / "manifest.yml").read_text())
@@ -79,20 +71,12 @@ def test_the_manifest_is_complete_and_minimal() -> None:
 @pytest.fixture
 def app() -> Iterator[App]:
     with FakeSlack() as slack:
-        settings = BotSettings.from_env(
-            {
-                "SLACK_BOT_TOKEN": slack.bot_token,
-                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                "SLACK_API_URL": slack.api_url,
-                "FTBOT_FILE_HOSTS": slack.url,
-            }
-        )
+        settings = BotSettings.from_env(bot_env(slack))
         yield create_app(None, settings, client=make_client(settings))
 
 
 def _dispatch(app: App, body: str, content_type: str = "application/json") -> int:
-    headers = signed_headers(body, content_type=content_type)
-    return app.dispatch(BoltRequest(body=body, headers=headers)).status
+    return app.dispatch(signed_request(body, content_type=content_type)).status
 
 
 def test_every_manifest_command_event_and_button_reaches_a_listener(app: App) -> None:

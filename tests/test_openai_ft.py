@@ -12,12 +12,11 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
-from openai import OpenAI
 
 from engine.backends.openai_ft import (
     ESTIMATED_COUNTER,
@@ -39,36 +38,12 @@ from engine.backends.openai_ft import (
 from engine.errors import BackendUnavailable, RemoteError, UsageError
 from engine.progress import ListSink
 from engine.settings import Settings
+from tests.fakes.clock import FakeTime
+from tests.fakes.datasets import chat_example
 from tests.fakes.openai_api import FakeOpenAI, Frame, metrics_event, success_script
 
 BASE = "gpt-4o-mini-2024-07-18"
 JOB = "ft-1234abcd"
-
-
-class FakeTime:
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
-
-
-@pytest.fixture
-def ftime() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-def fake(ftime: FakeTime) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(clock=ftime.clock) as server:
-        yield server
 
 
 @pytest.fixture
@@ -78,25 +53,15 @@ def settings(tmp_path: Path, fake: FakeOpenAI) -> Settings:
     )
 
 
-def client_for(fake: FakeOpenAI, key: str = "test") -> OpenAI:
-    return OpenAI(base_url=fake.url + "/v1", api_key=key, max_retries=0)
-
-
 @pytest.fixture
 def tuner(fake: FakeOpenAI, settings: Settings, ftime: FakeTime) -> OpenAIFineTuner:
     return OpenAIFineTuner(
-        client_for(fake), settings=settings, clock=ftime.clock, sleep=ftime.sleep, file_poll_seconds=1.0
+        fake.client(), settings=settings, clock=ftime.clock, sleep=ftime.sleep, file_poll_seconds=1.0
     )
 
 
 def example(question: str, answer: str) -> dict:
-    return {
-        "messages": [
-            {"role": "system", "content": "Answer with a price."},
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": answer},
-        ]
-    }
+    return chat_example(question, answer, system="Answer with a price.")
 
 
 @pytest.fixture
@@ -115,6 +80,19 @@ def eval_file(tmp_path: Path) -> Path:
     path = tmp_path / "eval.jsonl"
     path.write_text("".join(json.dumps(example(f"Price of thing {i}?", f"{i}.50")) + "\n" for i in range(3)))
     return path
+
+
+def fail_create(fake: FakeOpenAI, **failure: Any) -> None:
+    """Make creating a fine-tuning job (POST /v1/fine_tuning/jobs) fail as ``failure`` says
+    (the arguments of :meth:`FakeOpenAI.fail`)."""
+    fake.fail("POST", "/v1/fine_tuning/jobs$", **failure)
+
+
+def start_error(tuner: OpenAIFineTuner, train_file: Path) -> RemoteError:
+    """The RemoteError that starting the job raises (the test fails when it raises none)."""
+    with pytest.raises(RemoteError) as info:
+        tuner.start(JOB, train_file, model=BASE)
+    return info.value
 
 
 # ---- client and settings ------------------------------------------------------------------------
@@ -385,9 +363,8 @@ def test_cancel_asks_openai_and_is_idempotent(
 def test_429_on_create_is_retried_after_the_wait_openai_asks_for(
     tuner: OpenAIFineTuner, fake: FakeOpenAI, ftime: FakeTime, train_file: Path
 ) -> None:
-    fake.fail(
-        "POST",
-        "/v1/fine_tuning/jobs$",
+    fail_create(
+        fake,
         status=429,
         code="rate_limit_exceeded",
         message="Rate limit reached",
@@ -402,13 +379,10 @@ def test_429_on_create_is_retried_after_the_wait_openai_asks_for(
 def test_429_that_never_ends_is_reported_and_files_are_cleaned_up(
     tuner: OpenAIFineTuner, fake: FakeOpenAI, ftime: FakeTime, train_file: Path
 ) -> None:
-    fake.fail(
-        "POST", "/v1/fine_tuning/jobs$", status=429, code="rate_limit_exceeded", message="Slow down", times=99
-    )
-    with pytest.raises(RemoteError) as info:
-        tuner.start(JOB, train_file, model=BASE)
-    assert info.value.code == "rate_limit_exceeded"
-    assert "429" in info.value.message and "try again" in info.value.message
+    fail_create(fake, status=429, code="rate_limit_exceeded", message="Slow down", times=99)
+    error = start_error(tuner, train_file)
+    assert error.code == "rate_limit_exceeded"
+    assert "429" in error.message and "try again" in error.message
     assert len(fake.requests_to("POST", "/v1/fine_tuning/jobs")) == 5
     assert [s for s in ftime.sleeps if s > 1] == [2.0, 4.0, 8.0, 16.0]  # backoff
     assert fake.jobs == {} and fake.files == {}  # nothing left behind on OpenAI
@@ -419,7 +393,7 @@ def test_a_network_error_on_create_never_makes_two_jobs(
     tuner: OpenAIFineTuner, fake: FakeOpenAI, train_file: Path, after: bool
 ) -> None:
     # lost-answer: OpenAI created the job but the response never arrived; the retry must find it.
-    fake.fail("POST", "/v1/fine_tuning/jobs$", drop=True, after=after)
+    fail_create(fake, drop=True, after=after)
     remote = tuner.start(JOB, train_file, model=BASE)
     assert list(fake.jobs) == [remote]
     assert len(fake.requests_to("POST", "/v1/fine_tuning/jobs")) == (1 if after else 2)
@@ -428,10 +402,9 @@ def test_a_network_error_on_create_never_makes_two_jobs(
 def test_create_that_keeps_failing_keeps_the_files_when_the_outcome_is_unknown(
     tuner: OpenAIFineTuner, fake: FakeOpenAI, train_file: Path
 ) -> None:
-    fake.fail("POST", "/v1/fine_tuning/jobs$", status=503, message="Service unavailable", times=99)
-    with pytest.raises(RemoteError) as info:
-        tuner.start(JOB, train_file, model=BASE)
-    assert info.value.code == "server_error" and "503" in info.value.message
+    fail_create(fake, status=503, message="Service unavailable", times=99)
+    error = start_error(tuner, train_file)
+    assert error.code == "server_error" and "503" in error.message
     assert len(fake.requests_to("POST", "/v1/fine_tuning/jobs")) == 5
     assert len(fake.files) == 1  # not deleted: OpenAI may have created the job with it
 
@@ -439,17 +412,15 @@ def test_create_that_keeps_failing_keeps_the_files_when_the_outcome_is_unknown(
 def test_daily_fine_tuning_limit_is_not_retried(
     tuner: OpenAIFineTuner, fake: FakeOpenAI, train_file: Path
 ) -> None:
-    fake.fail(
-        "POST",
-        "/v1/fine_tuning/jobs$",
+    fail_create(
+        fake,
         status=429,
         code="daily_rate_limit_exceeded",
         message=f"This organization has reached the maximum of 3 fine-tuning requests per day for the model '{BASE}'",
     )
-    with pytest.raises(RemoteError) as info:
-        tuner.start(JOB, train_file, model=BASE)
-    assert info.value.code == "daily_rate_limit_exceeded"
-    assert "Try again tomorrow" in info.value.message
+    error = start_error(tuner, train_file)
+    assert error.code == "daily_rate_limit_exceeded"
+    assert "Try again tomorrow" in error.message
     assert len(fake.requests_to("POST", "/v1/fine_tuning/jobs")) == 1
 
 
@@ -506,7 +477,7 @@ def test_a_rejected_key_while_polling_alerts_once_and_does_not_fail_the_job(
 ) -> None:
     remote = tuner.start(JOB, train_file, model=BASE)
     revoked = OpenAIFineTuner(
-        client_for(fake, key="sk-revoked-secret"), settings=settings, clock=ftime.clock, sleep=ftime.sleep
+        fake.client("sk-revoked-secret"), settings=settings, clock=ftime.clock, sleep=ftime.sleep
     )
     first = revoked.poll(remote, job_id=JOB)
     assert first.transient and not first.done and first.error_code == "invalid_api_key"
@@ -519,7 +490,7 @@ def test_a_rejected_key_while_polling_alerts_once_and_does_not_fail_the_job(
 def test_restart_mid_job_resumes_polling_without_a_second_job(
     fake: FakeOpenAI, settings: Settings, ftime: FakeTime, train_file: Path
 ) -> None:
-    first_process = OpenAIFineTuner(client_for(fake), settings=settings, clock=ftime.clock, sleep=ftime.sleep)
+    first_process = OpenAIFineTuner(fake.client(), settings=settings, clock=ftime.clock, sleep=ftime.sleep)
     remote = first_process.start(JOB, train_file, model=BASE)
     seen = ListSink()
     cursor = None
@@ -530,9 +501,7 @@ def test_restart_mid_job_resumes_polling_without_a_second_job(
         cursor = result.cursor
     assert result.status == "running"
     # "Restart": a new client and backend, given only what the store kept (remote id, cursor).
-    second_process = OpenAIFineTuner(
-        client_for(fake), settings=settings, clock=ftime.clock, sleep=ftime.sleep
-    )
+    second_process = OpenAIFineTuner(fake.client(), settings=settings, clock=ftime.clock, sleep=ftime.sleep)
     # Starting the same job again (the restart lost track of the id) finds the remote job.
     submitted = ListSink()
     assert second_process.start(JOB, train_file, model=BASE, sink=submitted) == remote
@@ -552,13 +521,12 @@ def test_restart_mid_job_resumes_polling_without_a_second_job(
 
 def test_bad_api_key(fake: FakeOpenAI, settings: Settings, ftime: FakeTime, train_file: Path) -> None:
     tuner = OpenAIFineTuner(
-        client_for(fake, key="sk-wrong-secret"), settings=settings, clock=ftime.clock, sleep=ftime.sleep
+        fake.client("sk-wrong-secret"), settings=settings, clock=ftime.clock, sleep=ftime.sleep
     )
-    with pytest.raises(RemoteError) as info:
-        tuner.start(JOB, train_file, model=BASE)
-    assert info.value.code == "invalid_api_key"
-    assert "401" in info.value.message and "OPENAI_API_KEY" in info.value.message
-    assert "sk-wrong" not in str(info.value) and "wr***" not in str(info.value)
+    error = start_error(tuner, train_file)
+    assert error.code == "invalid_api_key"
+    assert "401" in error.message and "OPENAI_API_KEY" in error.message
+    assert "sk-wrong" not in str(error) and "wr***" not in str(error)
     assert fake.files == {}
 
 
@@ -566,29 +534,24 @@ def test_organisation_that_can_no_longer_fine_tune(
     tuner: OpenAIFineTuner, fake: FakeOpenAI, train_file: Path
 ) -> None:
     fake.allow_fine_tuning = False
-    with pytest.raises(RemoteError) as info:
-        tuner.start(JOB, train_file, model=BASE)
-    assert info.value.code == "fine_tuning_unavailable"
-    assert info.value.message.startswith(FINE_TUNING_CLOSED)
-    assert (
-        "winding down self-serve fine-tuning" in info.value.message and "backend=local" in info.value.message
-    )
+    error = start_error(tuner, train_file)
+    assert error.code == "fine_tuning_unavailable"
+    assert error.message.startswith(FINE_TUNING_CLOSED)
+    assert "winding down self-serve fine-tuning" in error.message and "backend=local" in error.message
     assert fake.files == {} and fake.jobs == {}
 
 
 def test_the_wind_down_is_recognised_in_a_400_too(
     tuner: OpenAIFineTuner, fake: FakeOpenAI, train_file: Path
 ) -> None:
-    fake.fail(
-        "POST",
-        "/v1/fine_tuning/jobs$",
+    fail_create(
+        fake,
         status=400,
         code="invalid_request",
         message="Fine-tuning is no longer available for this organization.",
     )
-    with pytest.raises(RemoteError) as info:
-        tuner.start(JOB, train_file, model=BASE)
-    assert info.value.code == "fine_tuning_unavailable"
+    error = start_error(tuner, train_file)
+    assert error.code == "fine_tuning_unavailable"
 
 
 def test_unsupported_base_model(tuner: OpenAIFineTuner, fake: FakeOpenAI, train_file: Path) -> None:
@@ -621,10 +584,9 @@ def test_file_processing_error_names_the_line(
     tuner: OpenAIFineTuner, fake: FakeOpenAI, train_file: Path
 ) -> None:
     fake.file_error = "Line 5: an example has no assistant message"
-    with pytest.raises(RemoteError) as info:
-        tuner.start(JOB, train_file, model=BASE)
-    assert info.value.code == "file_rejected"
-    assert "no assistant message" in info.value.message and "line/example 5" in info.value.message
+    error = start_error(tuner, train_file)
+    assert error.code == "file_rejected"
+    assert "no assistant message" in error.message and "line/example 5" in error.message
     assert fake.jobs == {} and fake.files == {}
 
 
@@ -709,7 +671,7 @@ def test_cost_estimate_and_confirmation_threshold(
     assert cost.to_dict()["usd"] == cost.usd
 
     strict = OpenAIFineTuner(
-        client_for(fake),
+        fake.client(),
         settings=replace(settings, openai_confirm_usd=0.01),
         clock=ftime.clock,
         sleep=ftime.sleep,
@@ -719,7 +681,7 @@ def test_cost_estimate_and_confirmation_threshold(
     assert "above the $0.01 confirmation threshold" in expensive.message
 
     priced = OpenAIFineTuner(
-        client_for(fake),
+        fake.client(),
         settings=replace(settings, openai_training_prices={"gpt-4o-mini": 100.0}),
         clock=ftime.clock,
         sleep=ftime.sleep,
@@ -739,7 +701,7 @@ def test_exact_token_counter_is_used_when_given(
 ) -> None:
     words = TokenCounter(lambda text: len(text.split()), exact=True, method="word count")
     tuner = OpenAIFineTuner(
-        client_for(fake), settings=settings, clock=ftime.clock, sleep=ftime.sleep, token_counter=words
+        fake.client(), settings=settings, clock=ftime.clock, sleep=ftime.sleep, token_counter=words
     )
     cost = tuner.estimate(
         [
@@ -795,7 +757,9 @@ def test_tiktoken_is_used_only_when_its_encoding_is_cached(
     counter = default_token_counter(cache_dir=cache)
     assert counter.exact and counter.method == "tiktoken o200k_base"
     assert counter.count_text("three little words") == 3
-    monkeypatch.delitem(sys.modules, "tiktoken", raising=False)
+    # Not monkeypatch.delitem: it would put the stand-in back at teardown, where later tests in
+    # this process (datasets' pickler looks for tiktoken.Encoding) would find it.
+    sys.modules.pop("tiktoken", None)
 
 
 def test_token_count_covers_names_tool_calls_tools_and_content_parts() -> None:

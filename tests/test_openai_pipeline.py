@@ -8,7 +8,6 @@ real time); polling itself is fast because FTBOT_OPENAI_POLL_SECONDS is small.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -17,7 +16,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from openai import OpenAI
 
 from bot.cli import main as cli
 from engine.errors import BackendUnavailable, UsageError
@@ -26,7 +24,11 @@ from engine.openai_pipeline import DEFAULT_BASE_MODEL, OpenAIPipeline
 from engine.progress import ListSink
 from engine.service import Engine, job_summary
 from engine.settings import Settings
+from tests.contract import RUN_JSON_KEYS
+from tests.fakes.clock import FakeTime
+from tests.fakes.datasets import write_examples
 from tests.fakes.openai_api import FakeOpenAI, Frame, metrics_event
+from tests.fakes.waiting import wait_for
 
 BASE = "gpt-4o-mini-2024-07-18"
 ITEMS = ["laptop", "phone", "camera", "speaker", "watch", "monitor", "keyboard", "lamp", "tablet", "router"]
@@ -34,44 +36,13 @@ SYSTEM = "Estimate the price in USD. Answer with a number only."
 WRONG = "I am not sure, maybe 1000."
 
 
-class FakeTime:
-    """The fine-tuner's clock; its sleep only moves the clock."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-        self._lock = threading.Lock()
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.sleeps.append(seconds)
-            self.now += seconds
-
-
 def write_dataset(path: Path, n: int = 60) -> dict[str, str]:
     """A numeric task; returns question -> answer (what a perfect fine-tune answers)."""
-    truth: dict[str, str] = {}
-    with open(path, "w") as f:
-        for i in range(n):
-            item = ITEMS[i % len(ITEMS)]
-            question = f"used {item} in condition {i}"
-            answer = f"{(i % len(ITEMS) + 1) * 25 + i % 7}.00"
-            truth[question] = answer
-            f.write(
-                json.dumps(
-                    {
-                        "messages": [
-                            {"role": "system", "content": SYSTEM},
-                            {"role": "user", "content": question},
-                            {"role": "assistant", "content": answer},
-                        ]
-                    }
-                )
-                + "\n"
-            )
+    truth = {
+        f"used {ITEMS[i % len(ITEMS)]} in condition {i}": f"{(i % len(ITEMS) + 1) * 25 + i % 7}.00"
+        for i in range(n)
+    }
+    write_examples(path, truth.items(), system=SYSTEM)
     return truth
 
 
@@ -85,25 +56,6 @@ def answers(truth: dict[str, str]) -> Callable[[str, list[dict[str, Any]]], str]
         return WRONG if question in truth else f"base: {question}"
 
     return answer
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def ftime() -> FakeTime:
-    return FakeTime()
-
-
-@pytest.fixture
-def fake(ftime: FakeTime) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(clock=ftime.clock) as server:
-        yield server
 
 
 @pytest.fixture
@@ -128,9 +80,7 @@ class Engines:
         self.made: list[Engine] = []
 
     def __call__(self, settings: Settings, *, client: bool = True) -> Engine:
-        openai_client = (
-            OpenAI(base_url=self.fake.url + "/v1", api_key="test", max_retries=0) if client else None
-        )
+        openai_client = self.fake.client() if client else None
         engine = Engine(settings, openai_client=openai_client, scheduler_interval=0.05, throttle_seconds=0.0)
         OpenAIPipeline.install(engine, clock=self.ftime.clock, sleep=self.ftime.sleep)
         self.made.append(engine)
@@ -167,6 +117,19 @@ def final(engine: Engine, job_id: str, timeout: float = 30.0) -> Job:
 
 def creates(fake: FakeOpenAI) -> int:
     return len(fake.requests_to("POST", "/v1/fine_tuning/jobs"))
+
+
+def start_until_running(engines: Engines, settings: Settings, tmp_path: Path) -> tuple[Engine, Job]:
+    """A started engine with a submitted job, once OpenAI says that job is running."""
+    engine = engines(settings)
+    engine.start()
+    job = submit(engine, tmp_path)
+    wait_for(
+        lambda: engine.job(job.id).result.get("openai_status") == "running",
+        timeout=30.0,
+        what="the remote job to run",
+    )
+    return engine, job
 
 
 # ------------------------------------------------------------------ the whole lifecycle
@@ -308,12 +271,7 @@ def test_cancel_here_cancels_the_remote_job(
     engines: Engines, oa_settings: Settings, fake: FakeOpenAI, truth: dict[str, str], tmp_path: Path
 ) -> None:
     fake.script = [Frame("running", events=[metrics_event(1, 100, 2.0)])]  # runs until cancelled
-    engine = engines(oa_settings)
-    engine.start()
-    job = submit(engine, tmp_path)
-    wait_for(
-        lambda: engine.job(job.id).result.get("openai_status") == "running", what="the remote job to run"
-    )
+    engine, job = start_until_running(engines, oa_settings, tmp_path)
     remote_id = engine.job(job.id).remote_id
 
     cancelled = engine.cancel(job.id, user="U1")
@@ -330,19 +288,14 @@ def test_a_remote_cancel_that_does_not_get_through_is_retried(
     engines: Engines, oa_settings: Settings, fake: FakeOpenAI, truth: dict[str, str], tmp_path: Path
 ) -> None:
     fake.script = [Frame("running")]
-    engine = engines(oa_settings)
-    engine.start()
-    job = submit(engine, tmp_path)
-    wait_for(
-        lambda: engine.job(job.id).result.get("openai_status") == "running", what="the remote job to run"
-    )
+    engine, job = start_until_running(engines, oa_settings, tmp_path)
     remote_id = engine.job(job.id).remote_id
     fake.fail("POST", r"/v1/fine_tuning/jobs/.+/cancel", drop=True, times=5)  # every retry of the first try
 
     assert engine.cancel(job.id, user="U1").state is JobState.CANCELLED  # at once, whatever OpenAI does
     alert = next(e for e in engine.events(job.id) if e.data.get("code") == "remote_cancel_failed")
     assert remote_id in alert.message and "keeps trying" in alert.message
-    wait_for(lambda: fake.jobs[remote_id].record["status"] == "cancelled", what="the remote cancel")
+    wait_for(lambda: fake.jobs[remote_id].record["status"] == "cancelled", 30.0, "the remote cancel")
     wait_for(lambda: not engine.scheduler.pollers(), 5, "the poller to go")
     assert engine.job(job.id).result["remote_cancel_pending"] is False
 
@@ -354,10 +307,7 @@ def test_restart_mid_job_resumes_polling_without_a_second_remote_job(
         Frame("validating_files"),
         Frame("running", events=[metrics_event(1, 2, 1.5)], estimated_finish=int(time.time()) + 60),
     ]
-    first = engines(oa_settings)
-    first.start()
-    job = submit(first, tmp_path)
-    wait_for(lambda: first.job(job.id).result.get("openai_status") == "running", what="the remote job to run")
+    first, job = start_until_running(engines, oa_settings, tmp_path)
     first.close()  # the bot stops in the middle of training
     remote_id = next(iter(fake.jobs))
     fake.add_frames(remote_id, [Frame("running", events=[metrics_event(2, 2, 0.9)]), Frame("succeeded")])
@@ -383,10 +333,7 @@ def test_two_engines_on_one_home_drive_a_job_once(
     """``ftbot serve`` and ``ftbot run`` on the same FTBOT_HOME: the job's lease keeps the second
     process from driving it too."""
     fake.script = [Frame("running", events=[metrics_event(1, 2, 1.5)])]
-    first = engines(oa_settings)
-    first.start()
-    job = submit(first, tmp_path)
-    wait_for(lambda: first.job(job.id).result.get("openai_status") == "running", what="the remote job to run")
+    first, job = start_until_running(engines, oa_settings, tmp_path)
     second = engines(oa_settings)
     second.start()  # it finds the job, and leaves it to the first engine
     assert f"openai:{job.id}" in second.scheduler.pollers()
@@ -493,19 +440,7 @@ def test_cli_run_with_the_openai_backend(fake: FakeOpenAI, truth: dict[str, str]
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {
-        "job_id",
-        "status",
-        "backend",
-        "base_model",
-        "model_id",
-        "task",
-        "metric",
-        "baseline",
-        "finetuned",
-        "verdict",
-        "predictions",
-    } <= set(out)
+    assert set(out) >= RUN_JSON_KEYS
     assert out["status"] == "succeeded" and out["backend"] == "openai" and out["base_model"] == BASE
     assert out["model_id"].startswith(f"ft:{BASE}:")
     assert out["task"] == "numeric" and out["metric"] == "mae" and out["verdict"] == "improved"

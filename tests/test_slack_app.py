@@ -18,16 +18,18 @@ from bot.settings import BotSettings
 from bot.slack.app import create_app, make_client
 from bot.slack.progress import JobCards
 from engine import Engine, JobState, Settings, UsageError
-from tests.fakes.slack_api import (
+from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_requests import (
     FORM,
-    SIGNING_SECRET,
-    FakeSlack,
     action_body,
+    bot_env,
     command_body,
     event_body,
     file_share_event,
-    signed_headers,
+    file_shared_event,
+    signed_request,
 )
+from tests.fakes.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PRICES = (ROOT / "examples" / "prices.jsonl").read_bytes()
@@ -42,9 +44,7 @@ class Harness:
     settings: BotSettings
 
     def dispatch(self, body: str, *, content_type: str = "application/json", **kw: Any) -> BoltResponse:
-        return self.app.dispatch(
-            BoltRequest(body=body, headers=signed_headers(body, content_type=content_type, **kw))
-        )
+        return self.app.dispatch(signed_request(body, content_type=content_type, **kw))
 
     def command(self, command: str, text: str = "", **kw: Any) -> BoltResponse:
         return self.dispatch(command_body(command, text, **kw), content_type=FORM)
@@ -70,16 +70,13 @@ class Harness:
 
 def make_harness(settings: Settings, slack: FakeSlack, **env: str) -> Harness:
     bot_settings = BotSettings.from_env(
-        {
-            "SLACK_BOT_TOKEN": slack.bot_token,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.api_url,
-            "FTBOT_FILE_HOSTS": slack.url,
-            "FTBOT_ALLOWED_USERS": f"{OWNER},{OTHER}",
-            "FTBOT_ADMINS": ADMIN,
-            "FTBOT_MAX_UPLOAD_MB": "1",
+        bot_env(
+            slack,
+            FTBOT_ALLOWED_USERS=f"{OWNER},{OTHER}",
+            FTBOT_ADMINS=ADMIN,
+            FTBOT_MAX_UPLOAD_MB="1",
             **env,
-        }
+        )
     )
     client = make_client(bot_settings)
     cards = JobCards(client, min_interval=0.0)
@@ -111,17 +108,9 @@ def _blocks_text(call_args: dict[str, Any]) -> str:
 def test_bad_signature_and_stale_timestamp_are_refused_and_nothing_happens(h: Harness) -> None:
     file = h.slack.add_file(PRICES)
     body = event_body(file_share_event(file))
-    bad = signed_headers(body, secret="another-secret-123")
-    assert h.app.dispatch(BoltRequest(body=body, headers=bad)).status == 401
-    stale = signed_headers(body, timestamp=int(time.time()) - 6 * 60)
-    assert h.app.dispatch(BoltRequest(body=body, headers=stale)).status == 401
-    command = command_body("/finetune", "")
-    assert (
-        h.app.dispatch(
-            BoltRequest(body=command, headers=signed_headers(command, secret="x" * 32, content_type=FORM))
-        ).status
-        == 401
-    )
+    assert h.dispatch(body, secret="another-secret-123").status == 401
+    assert h.dispatch(body, timestamp=int(time.time()) - 6 * 60).status == 401  # stale
+    assert h.dispatch(command_body("/finetune", ""), secret="x" * 32, content_type=FORM).status == 401
     _quiet()
     assert h.slack.downloads == []
     assert set(h.slack.methods()) <= {"auth.test"}
@@ -175,14 +164,7 @@ def test_a_retried_event_makes_one_dataset(h: Harness) -> None:
         == 200
     )
     # The same file announced again as file_shared (another event id) is also a duplicate.
-    shared = {
-        "type": "file_shared",
-        "file_id": file["id"],
-        "user_id": OWNER,
-        "channel_id": "C0CHAN01",
-        "file": {"id": file["id"]},
-        "event_ts": "1.1",
-    }
+    shared = file_shared_event(file["id"], user=OWNER, channel="C0CHAN01")
     assert h.dispatch(event_body(shared)).status == 200
     h.slack.wait_for("chat.postMessage")
     _quiet()
@@ -191,17 +173,29 @@ def test_a_retried_event_makes_one_dataset(h: Harness) -> None:
     assert len(h.engine.store.datasets(team="T0001")) == 1
 
 
+def test_uploads_are_remembered_across_a_restart(h: Harness) -> None:
+    file = h.upload()
+    h.slack.wait_for("chat.postMessage")
+    (record,) = h.engine.store.datasets(team="T0001")
+    # A restart: a new app (empty in-memory state) on the same engine and store.
+    client = make_client(h.settings)
+    h.app = create_app(h.engine, h.settings, client=client, cards=JobCards(client, min_interval=0.0))
+    # Slack delivers the same upload again (a retry that outlived the old process).
+    assert h.dispatch(event_body(file_share_event(file), event_id="Ev00AGAIN1")).status == 200
+    _quiet()
+    assert len(h.slack.downloads) == 1 and len(h.slack.calls_to("chat.postMessage")) == 1
+    assert len(h.engine.store.datasets(team="T0001")) == 1
+    # `/finetune F...` still finds the upload by its Slack file id.
+    assert h.command("/finetune", f"{file['id']} epochs=1").status == 200
+    h.slack.wait_for("chat.postMessage", count=2)
+    (job,) = h.engine.jobs(team="T0001")
+    assert job.dataset_hash == record.hash
+
+
 def test_file_shared_alone_is_handled_through_files_info(h: Harness) -> None:
     file = h.slack.add_file(PRICES, name="prices.jsonl")
     h.slack.files[file["id"]]["shares"] = {"public": {"C0CHAN01": [{"ts": "1699990500.000200"}]}}
-    shared = {
-        "type": "file_shared",
-        "file_id": file["id"],
-        "user_id": OWNER,
-        "channel_id": "C0CHAN01",
-        "file": {"id": file["id"]},
-        "event_ts": "1.1",
-    }
+    shared = file_shared_event(file["id"], user=OWNER, channel="C0CHAN01")
     assert h.dispatch(event_body(shared)).status == 200
     (reply,) = h.slack.wait_for("chat.postMessage")
     assert reply.args["thread_ts"] == "1699990500.000200"
@@ -261,16 +255,8 @@ def test_finetune_acks_at_once_and_posts_the_job_card(h: Harness) -> None:
     assert "cancel_job" in _blocks_text(card.args) and "queued" in card.args["text"]
     (job,) = h.engine.jobs(team="T0001")
     assert job.owner == OWNER and job.state == JobState.QUEUED and job.config["epochs"] == 1
-    _wait(lambda: bool(h.engine.job(job.id).reply_to))  # where the card is, stored with the job
+    wait_for(lambda: bool(h.engine.job(job.id).reply_to), 10.0)  # where the card is, stored with the job
     assert h.engine.job(job.id).reply_to["channel"] == "C0CHAN01" and h.engine.job(job.id).reply_to["ts"]
-
-
-def _wait(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_finetune_by_a_user_not_allowed_is_refused_privately(h: Harness) -> None:
@@ -347,7 +333,7 @@ def test_cancel_by_a_stranger_is_refused_by_the_owner_works(h: Harness) -> None:
     h.command("/finetune")
     card = h.slack.wait_for("chat.postMessage", count=2)[-1]
     (job,) = h.engine.jobs()
-    _wait(lambda: bool(h.engine.job(job.id).reply_to))
+    wait_for(lambda: bool(h.engine.job(job.id).reply_to), 10.0)
 
     h.action("cancel_job", job.id, user=OTHER, message_ts=card.args.get("ts", ""))
     (refusal,) = h.slack.wait_for("chat.postEphemeral")
@@ -360,7 +346,7 @@ def test_cancel_by_a_stranger_is_refused_by_the_owner_works(h: Harness) -> None:
     assert "no job" in refusal.args["text"] and h.engine.job(job.id).state == JobState.QUEUED
 
     h.action("cancel_job", job.id, user=OWNER)
-    _wait(lambda: h.engine.job(job.id).state == JobState.CANCELLED)
+    wait_for(lambda: h.engine.job(job.id).state == JobState.CANCELLED, 10.0)
     update = h.slack.wait_for("chat.update", where=lambda c: "cancelled" in c.args.get("text", ""))[-1]
     assert "cancel_job" not in _blocks_text(update.args)
 
@@ -374,7 +360,7 @@ def test_an_admin_may_cancel_anyones_job(h: Harness) -> None:
     h.slack.wait_for("chat.postMessage", count=2)
     (job,) = h.engine.jobs()
     h.command("/finetune", f"cancel {job.id}", user=ADMIN)
-    _wait(lambda: h.engine.job(job.id).state == JobState.CANCELLED)
+    wait_for(lambda: h.engine.job(job.id).state == JobState.CANCELLED, 10.0)
 
 
 def test_errors_never_leak_tokens_urls_or_tracebacks(h: Harness) -> None:
@@ -394,8 +380,7 @@ def test_http_requests_are_verified_even_when_an_app_token_is_set(settings: Sett
         harness = make_harness(settings, slack, SLACK_APP_TOKEN="xapp-1-A0APP-1-abcdef")
         try:
             body = command_body("/finetune", "help")
-            bad = signed_headers(body, secret="f" * 32, content_type=FORM)
-            assert harness.app.dispatch(BoltRequest(body=body, headers=bad)).status == 401
+            assert harness.dispatch(body, secret="f" * 32, content_type=FORM).status == 401
         finally:
             harness.engine.close()
         socket_only = BotSettings.from_env(

@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from bot.slack import blocks
 from engine import Job, JobState, ProgressEvent
-
-NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+from tests.fakes.jobs import slack_job
 
 
 def _job(state: JobState = JobState.TRAINING, **kw: Any) -> Job:
-    return Job(
-        id="ft-1a2b3c4d",
-        backend="local",
-        base_model="builtin:tiny",
-        dataset_hash="ab" * 32,
-        created_at=NOW,
-        updated_at=NOW,
-        state=state,
-        owner="U0USER01",
-        team="T0001",
-        channel="C1",
-        result={"dataset_name": "prices.jsonl"},
-        **kw,
-    )
+    return slack_job(state, id="ft-1a2b3c4d", channel="C1", result={"dataset_name": "prices.jsonl"}, **kw)
 
 
 def _check_limits(message: blocks.Message) -> None:

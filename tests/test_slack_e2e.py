@@ -7,24 +7,24 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bot.commands.serve import EVENTS_PATH, build_slack, make_http_server, serve_in_thread
+from bot.commands.serve import build_slack
 from bot.settings import BotSettings
-from engine import JobState, Settings
-from tests.fakes.slack_api import (
+from engine import Engine, JobState, Settings
+from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_requests import (
     FORM,
     SIGNING_SECRET,
-    FakeSlack,
+    bot_env,
     command_body,
     event_body,
     file_share_event,
-    signed_headers,
+    post_signed,
+    serve_http,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,42 +32,20 @@ OWNER = "U0USER01"
 
 
 class Served:
-    def __init__(self, slack: FakeSlack, url: str, engine: object) -> None:
+    def __init__(self, slack: FakeSlack, url: str, engine: Engine) -> None:
         self.slack, self.url, self.engine = slack, url, engine
 
     def post(
         self, body: str, *, content_type: str = "application/json", secret: str = SIGNING_SECRET
     ) -> tuple[int, str]:
-        headers = signed_headers(body, content_type=content_type, secret=secret)
-        request = urllib.request.Request(self.url, data=body.encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        reply = post_signed(self.url, body, content_type=content_type, secret=secret, timeout=10)
+        return reply.status, reply.body
 
 
 @pytest.fixture
 def served(settings: Settings) -> Iterator[Served]:
-    with FakeSlack() as slack:
-        bot_settings = BotSettings.from_env(
-            {
-                "SLACK_BOT_TOKEN": slack.bot_token,
-                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                "SLACK_API_URL": slack.api_url,
-                "FTBOT_FILE_HOSTS": slack.url,
-            }
-        )
-        engine, app = build_slack(bot_settings, settings, mode="http")
-        server = make_http_server(app, "127.0.0.1", 0)
-        serve_in_thread(server)
-        engine.start()
-        try:
-            yield Served(slack, f"http://127.0.0.1:{server.server_port}{EVENTS_PATH}", engine)
-        finally:
-            server.shutdown()
-            server.server_close()
-            engine.close()
+    with FakeSlack() as slack, serve_http(BotSettings.from_env(bot_env(slack)), settings) as (engine, url):
+        yield Served(slack, url, engine)
 
 
 def _dataset(n: int = 40) -> bytes:
@@ -100,11 +78,11 @@ def test_the_whole_slack_flow_on_builtin_tiny(served: Served) -> None:
     assert status == 200 and "Preparing" in body and time.perf_counter() - started < 1.0
     card = slack.wait_for("chat.postMessage", count=2)[-1]
     assert "thread_ts" not in card.args and "cancel_job" in json.dumps(card.args["blocks"])
-    (job,) = served.engine.jobs(team="T0001")  # type: ignore[attr-defined]
+    (job,) = served.engine.jobs(team="T0001")
     final = slack.wait_for(
         "chat.postMessage", timeout=600, where=lambda c: bool(c.args.get("reply_broadcast"))
     )[0]
-    job = served.engine.job(job.id)  # type: ignore[attr-defined]
+    job = served.engine.job(job.id)
     assert job.state == JobState.SUCCEEDED, job.error
     card_ts = job.reply_to["ts"]
     assert final.args["thread_ts"] == card_ts and "finished" in final.args["text"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,27 +15,28 @@ DATA = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", 
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
 def other_host() -> Iterator[FakeSlack]:
     """A second server on another origin (localhost, not 127.0.0.1): 'not Slack'."""
     with FakeSlack(host="localhost") as fake:
         yield fake
 
 
+def _download(
+    slack: FakeSlack, file: dict[str, Any], out: Path, *, token: str | None = None, max_bytes: int = 10_000
+) -> int:
+    """Download ``file`` to ``out`` as the bot would, allowing only ``slack``'s origin."""
+    return download(
+        file["url_private_download"],
+        out,
+        token=slack.bot_token if token is None else token,
+        allowed_origins=[slack.url],
+        max_bytes=max_bytes,
+    )
+
+
 def test_downloads_with_the_bot_token(slack: FakeSlack, tmp_path: Path) -> None:
     file = slack.add_file(DATA)
-    n = download(
-        file["url_private_download"],
-        tmp_path / "x.jsonl",
-        token=slack.bot_token,
-        allowed_origins=[slack.url],
-        max_bytes=10_000,
-    )
+    n = _download(slack, file, tmp_path / "x.jsonl")
     assert n == len(DATA) and (tmp_path / "x.jsonl").read_bytes() == DATA
     assert slack.downloads[-1].headers["authorization"] == f"Bearer {slack.bot_token}"
 
@@ -44,13 +46,7 @@ def test_a_host_not_allowed_never_sees_the_token(
 ) -> None:
     file = other_host.add_file(DATA)
     with pytest.raises(DownloadError, match="not hosted by Slack"):
-        download(
-            file["url_private_download"],
-            tmp_path / "x.jsonl",
-            token=slack.bot_token,
-            allowed_origins=[slack.url],
-            max_bytes=10_000,
-        )
+        _download(slack, file, tmp_path / "x.jsonl")
     assert other_host.downloads == []  # not even a request
     assert not (tmp_path / "x.jsonl").exists()
 
@@ -59,13 +55,7 @@ def test_redirects_are_not_followed(slack: FakeSlack, other_host: FakeSlack, tmp
     target = other_host.add_file(DATA)
     file = slack.add_file(DATA, redirect_to=target["url_private_download"])
     with pytest.raises(DownloadError, match="redirected") as info:
-        download(
-            file["url_private_download"],
-            tmp_path / "x.jsonl",
-            token=slack.bot_token,
-            allowed_origins=[slack.url],
-            max_bytes=10_000,
-        )
+        _download(slack, file, tmp_path / "x.jsonl")
     assert other_host.downloads == []
     assert slack.bot_token not in str(info.value) and "files-pri" not in str(info.value)
 
@@ -73,13 +63,7 @@ def test_redirects_are_not_followed(slack: FakeSlack, other_host: FakeSlack, tmp
 def test_the_login_page_is_an_error_not_data(slack: FakeSlack, tmp_path: Path) -> None:
     file = slack.add_file(DATA)
     with pytest.raises(DownloadError, match="sign-in page") as info:
-        download(
-            file["url_private_download"],
-            tmp_path / "x.jsonl",
-            token="xoxb-wrong-token",
-            allowed_origins=[slack.url],
-            max_bytes=10_000,
-        )
+        _download(slack, file, tmp_path / "x.jsonl", token="xoxb-wrong-token")
     assert "files:read" in str(info.value)
     assert not (tmp_path / "x.jsonl").exists()
 
@@ -91,13 +75,7 @@ def test_size_is_capped_before_and_while_downloading(slack: FakeSlack, tmp_path:
     check_file_meta({}, max_bytes=1_000_000)  # unknown size: the stream cap decides
     file = slack.add_file(DATA, size=10)  # Slack's size field lies
     with pytest.raises(DownloadError, match="limit"):
-        download(
-            file["url_private_download"],
-            tmp_path / "x.jsonl",
-            token=slack.bot_token,
-            allowed_origins=[slack.url],
-            max_bytes=len(DATA) - 1,
-        )
+        _download(slack, file, tmp_path / "x.jsonl", max_bytes=len(DATA) - 1)
     assert not (tmp_path / "x.jsonl").exists()
 
 

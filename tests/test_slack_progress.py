@@ -3,19 +3,16 @@ its thread, the chart is uploaded there, and the result is broadcast."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from slack_sdk import WebClient
 
 from bot.slack.app import add_retry_handlers
 from bot.slack.progress import JobCards
 from engine import Job, JobState, ProgressEvent
+from tests.fakes.jobs import slack_job
 from tests.fakes.slack_api import FakeSlack
 
-NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
 
@@ -27,12 +24,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
-
-
 def _client(slack: FakeSlack) -> WebClient:
     client = WebClient(token=slack.bot_token, base_url=slack.api_url)
     add_retry_handlers(client)
@@ -40,19 +31,7 @@ def _client(slack: FakeSlack) -> WebClient:
 
 
 def _job(state: JobState = JobState.QUEUED, **kw: object) -> Job:
-    return Job(
-        id="ft-00000001",
-        backend="local",
-        base_model="builtin:tiny",
-        dataset_hash="ab" * 32,
-        created_at=NOW,
-        updated_at=NOW,
-        state=state,
-        owner="U0USER01",
-        team="T0001",
-        channel="C0CHAN01",
-        **kw,
-    )  # type: ignore[arg-type]
+    return slack_job(state, **kw)
 
 
 def test_card_posted_once_then_edited_with_throttle(slack: FakeSlack, tmp_path: Path) -> None:

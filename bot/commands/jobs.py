@@ -19,10 +19,8 @@ from typing import IO, Any
 
 import click
 
-from engine import Engine, FtbotError, JobState, ProgressEvent, Settings, job_summary
-
-LOCAL_TEAM = ""
-LOCAL_CHANNEL = ""
+from bot.commands.common import LOCAL_CHANNEL, LOCAL_TEAM, fail, local_engine
+from engine import JobState, ProgressEvent, job_summary
 
 
 def _user() -> str:
@@ -104,13 +102,6 @@ class ConsoleProgress:
             if decile != self._last_decile:
                 self._last_decile = decile
                 self._write_line(text)
-
-
-def _fail(message: str, *, as_json: bool, status: str = "error", **extra: Any) -> None:
-    if as_json:
-        click.echo(json.dumps({"status": status, "error": message, **extra}))
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(1)
 
 
 def _report_errors(report: Any, name: str) -> str:
@@ -235,67 +226,53 @@ def run(
     for item in extra:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            _fail(f"--option expects KEY=VALUE, got {item!r}.", as_json=as_json)
+            fail(f"--option expects KEY=VALUE, got {item!r}.", as_json=as_json)
         options[key.strip()] = value.strip()
     for path, what in ((file, "FILE"), (eval_file, "--eval-file")):
         if path is not None and not path.is_file():
-            _fail(f"{what}: {path} does not exist or is not a file.", as_json=as_json)
-    try:
-        settings = Settings.from_env()
-    except FtbotError as exc:
-        _fail(str(exc), as_json=as_json)
+            fail(f"{what}: {path} does not exist or is not a file.", as_json=as_json)
     user = _user()
     progress = ConsoleProgress()
-    try:
-        with Engine(settings) as engine:
+    with local_engine(as_json=as_json) as engine:
+
+        def add_dataset(path: Path) -> str:
+            """Store and validate ``path``; end the command when it is not usable."""
             record = engine.add_dataset(
-                file,
+                path,
                 uploaded_by=user,
                 team=LOCAL_TEAM,
                 channel=LOCAL_CHANNEL,
                 base_model=options.get("base_model"),
             )
             if not record.usable:
-                _fail(_report_errors(record.report, str(file)), as_json=as_json, status="invalid")
-            eval_hash = None
-            if eval_file is not None:
-                eval_record = engine.add_dataset(
-                    eval_file,
-                    uploaded_by=user,
-                    team=LOCAL_TEAM,
-                    channel=LOCAL_CHANNEL,
-                    base_model=options.get("base_model"),
+                fail(_report_errors(record.report, str(path)), as_json=as_json, status="invalid")
+            return record.hash
+
+        dataset_hash = add_dataset(file)
+        eval_hash = add_dataset(eval_file) if eval_file is not None else None
+        job = engine.submit(
+            dataset_hash,
+            options=options,
+            owner=user,
+            team=LOCAL_TEAM,
+            channel=LOCAL_CHANNEL,
+            eval_dataset_hash=eval_hash,
+            confirmed=yes,
+        )
+        click.echo(f"Job {job.id} ({job.backend} backend).", err=True)
+        job = engine.run_job(job.id, progress)
+        if not job.is_final and job.result.get("awaiting_confirmation"):
+            if yes:
+                engine.confirm(job.id, user=user)
+                job = engine.run_job(job.id, progress)
+            else:
+                click.echo(
+                    "This job needs a cost confirmation: run again with --yes to accept the "
+                    "estimate above. Nothing was started.",
+                    err=True,
                 )
-                if not eval_record.usable:
-                    _fail(
-                        _report_errors(eval_record.report, str(eval_file)), as_json=as_json, status="invalid"
-                    )
-                eval_hash = eval_record.hash
-            job = engine.submit(
-                record.hash,
-                options=options,
-                owner=user,
-                team=LOCAL_TEAM,
-                channel=LOCAL_CHANNEL,
-                eval_dataset_hash=eval_hash,
-                confirmed=yes,
-            )
-            click.echo(f"Job {job.id} ({job.backend} backend).", err=True)
-            job = engine.run_job(job.id, progress)
-            if not job.is_final and job.result.get("awaiting_confirmation"):
-                if yes:
-                    engine.confirm(job.id, user=user)
-                    job = engine.run_job(job.id, progress)
-                else:
-                    click.echo(
-                        "This job needs a cost confirmation: run again with --yes to accept the "
-                        "estimate above. Nothing was started.",
-                        err=True,
-                    )
-                    job = engine.cancel(job.id, user=user)
-            summary = job_summary(job)
-    except FtbotError as exc:
-        _fail(str(exc), as_json=as_json)
+                job = engine.cancel(job.id, user=user)
+        summary = job_summary(job)
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -313,24 +290,19 @@ def jobs(as_json: bool, limit: int) -> None:
 
         ftbot jobs --json
     """
-    try:
-        settings = Settings.from_env()
-        with Engine(settings) as engine:
-            found = engine.jobs(limit=limit)
-            rows = []
-            for job in found:
-                row = job_summary(job)
-                row.update(
-                    created_at=job.created_at.isoformat(),
-                    finished_at=job.finished_at.isoformat() if job.finished_at else None,
-                    dataset=job.dataset_hash,
-                    dataset_name=job.result.get("dataset_name"),
-                    owner=job.owner,
-                    queue_position=engine.queue_position(job.id) if job.state is JobState.QUEUED else None,
-                )
-                rows.append(row)
-    except FtbotError as exc:
-        _fail(str(exc), as_json=as_json)
+    with local_engine(as_json=as_json) as engine:
+        rows = []
+        for job in engine.jobs(limit=limit):
+            row = job_summary(job)
+            row.update(
+                created_at=job.created_at.isoformat(),
+                finished_at=job.finished_at.isoformat() if job.finished_at else None,
+                dataset=job.dataset_hash,
+                dataset_name=job.result.get("dataset_name"),
+                owner=job.owner,
+                queue_position=engine.queue_position(job.id) if job.state is JobState.QUEUED else None,
+            )
+            rows.append(row)
     if as_json:
         click.echo(json.dumps(rows))
         return

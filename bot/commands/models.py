@@ -12,24 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from bot.commands.jobs import LOCAL_CHANNEL, LOCAL_TEAM
-from engine import BUILTIN_TINY, Engine, FtbotError, Settings
+from bot.commands.common import LOCAL_CHANNEL, LOCAL_TEAM, fail, local_engine
+from engine import BUILTIN_TINY
 
 BUILTIN_NOTE = (
     f"{BUILTIN_TINY} is a tiny random model for trying the workflow: its answers are not meaningful."
 )
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(1)
 
 
 def _plain(value: Any) -> Any:
@@ -88,13 +82,9 @@ def ask(model_id: str | None, compare: bool, as_json: bool, prompt: tuple[str, .
     """
     text = " ".join(prompt).strip()
     if not text:
-        _fail('The question is empty. Write it after the command, e.g. ftbot ask "What is ...?"')
-    try:
-        settings = Settings.from_env()
-        with Engine(settings) as engine:
-            result = engine.ask(text, model=model_id, team=LOCAL_TEAM, channel=LOCAL_CHANNEL, compare=compare)
-    except FtbotError as exc:
-        _fail(str(exc))
+        fail('The question is empty. Write it after the command, e.g. ftbot ask "What is ...?"')
+    with local_engine() as engine:
+        result = engine.ask(text, model=model_id, team=LOCAL_TEAM, channel=LOCAL_CHANNEL, compare=compare)
     if compare:
         base, tuned = (_answer_dict(a) for a in result)
         if as_json:
@@ -127,13 +117,10 @@ def models(as_json: bool) -> None:
 
         ftbot models --json
     """
-    try:
-        settings = Settings.from_env()
-        with Engine(settings) as engine:
-            records = engine.models(LOCAL_TEAM)
-            current = engine.current_model(LOCAL_TEAM, LOCAL_CHANNEL)
-    except FtbotError as exc:
-        _fail(str(exc))
+    with local_engine() as engine:
+        base_model = engine.settings.base_model
+        records = engine.models(LOCAL_TEAM)
+        current = engine.current_model(LOCAL_TEAM, LOCAL_CHANNEL)
     current_id = current.id if current is not None else None
     rows = [{**_plain(r), "current": r.id == current_id} for r in records]
     if as_json:
@@ -142,7 +129,7 @@ def models(as_json: bool) -> None:
     if not rows:
         click.echo(
             f"No models yet: `ftbot run FILE` fine-tunes one. `ftbot ask` meanwhile uses the base "
-            f"model ({settings.base_model})."
+            f"model ({base_model})."
         )
         return
     click.echo(f"  {'model':<16} {'kind':<14} {'verdict':<26} {'created':<17} base")
@@ -155,6 +142,5 @@ def models(as_json: bool) -> None:
         )
     if current_id is None:
         click.echo(
-            f"\nNo current model: `ftbot ask` uses the base model ({settings.base_model}) unless --model "
-            "names one."
+            f"\nNo current model: `ftbot ask` uses the base model ({base_model}) unless --model names one."
         )

@@ -170,9 +170,9 @@ class SlackBot:
         self.executor = executor
         self.work_dir = work_dir
         self.events_seen = Seen()
+        # Repeated deliveries within this process; across restarts the engine's record of each
+        # upload's file id (Engine.dataset_by_source) answers.
         self.files_seen = Seen(ttl=24 * 3600.0)
-        # Slack file id -> dataset hash, so `/finetune F0123ABC` works for recent uploads.
-        self.file_datasets: dict[tuple[str, str], str] = {}
 
     # ----- plumbing ------------------------------------------------------------------------------
 
@@ -241,6 +241,9 @@ class SlackBot:
     def intake(self, where: Where, file: dict[str, Any]) -> None:
         """Download, store and validate one shared file; reply in its thread."""
         fid = str(file["id"])
+        if self.engine.dataset_by_source(fid, team=where.team) is not None:
+            log.info("ignoring shared file %s: already stored (a repeated delivery)", fid)
+            return
         if not file.get("url_private_download") or file.get("mode") == "file_access" or "size" not in file:
             file = {**file, **self._file_info(fid)}  # file_shared or a Slack Connect stub: ask Slack
         name = safe_filename(file.get("name") or file.get("title"), f"{fid}.jsonl")
@@ -262,7 +265,12 @@ class SlackBot:
             )
             try:
                 record = self.engine.add_dataset(
-                    dest, name=name, uploaded_by=where.user, team=where.team, channel=where.channel
+                    dest,
+                    name=name,
+                    uploaded_by=where.user,
+                    team=where.team,
+                    channel=where.channel,
+                    source_id=fid,
                 )
                 report, dataset_hash = record.report, record.hash
             except DatasetError as exc:
@@ -270,8 +278,6 @@ class SlackBot:
         finally:
             dest.unlink(missing_ok=True)
         usable = bool(blocks.as_dict(report).get("ok"))
-        if dataset_hash:
-            self.file_datasets[(where.team, fid)] = dataset_hash
         message = blocks.validation_report(report, name=name, dataset_hash=dataset_hash if usable else None)
         self.post(where, message, thread_ts=where.thread_ts)
 
@@ -286,23 +292,20 @@ class SlackBot:
                     hint="Upload a .jsonl file of chat examples here first; I will check it and reply.",
                 )
             return str(record.hash)
-        known = self.file_datasets.get((where.team, ref))
-        if known:
-            return known
+        known = self.engine.dataset_by_source(ref, team=where.team)
+        if known is not None:
+            return str(known.hash)
         return str(self.engine.dataset(ref, team=where.team).hash)
 
     # ----- /finetune -----------------------------------------------------------------------------
 
     def start_job(self, where: Where, request: FinetuneRequest) -> None:
-        dataset_hash = self.resolve_dataset(where, request.dataset)
-        eval_hash = self.resolve_dataset(where, request.eval_dataset) if request.eval_dataset else None
-        job = self.engine.submit(
-            dataset_hash,
-            options=dict(request.options),
+        job = request.submit(
+            self.engine,
+            lambda ref: self.resolve_dataset(where, ref),
             owner=where.user,
             team=where.team,
             channel=where.channel,
-            eval_dataset_hash=eval_hash,
         )
         if self.cards.ensure(job) is None:
             self.private(

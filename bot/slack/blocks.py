@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import BUILTIN_TINY, Job, JobState, ProgressEvent
+from engine import BUILTIN_TINY, LOWER_IS_BETTER, Job, JobState, ProgressEvent
 
 ACTION_START = "start_finetune"
 ACTION_CANCEL = "cancel_job"
@@ -34,8 +34,8 @@ TINY_NOTE = (
     "builtin:tiny is a tiny demo model built on this machine: it shows the workflow, "
     "its answers are not meant to be good."
 )
-# engine/evaluate.py LOWER_IS_BETTER, plus losses.
-_LOWER_IS_BETTER = {"mae", "mae_parsed", "median_ae", "p90_ae", "max_ae", "mape", "loss", "eval_loss"}
+# The evaluation's lower-is-better metrics, plus losses.
+_LOWER_IS_BETTER = LOWER_IS_BETTER | {"loss", "eval_loss"}
 _STATE_EMOJI = {
     "queued": ":hourglass:",
     "validating": ":mag:",
@@ -286,6 +286,20 @@ class JobProgress:
         elif event.kind == "eval":
             self.eval_loss = event.metrics.get("eval_loss", self.eval_loss)
 
+    def readings(self) -> dict[str, str]:
+        """The numbers known so far, formatted for display, in this order: ``loss``,
+        ``eval_loss``, ``learning_rate``, ``eta`` (the job card and the console show the same)."""
+        out: dict[str, str] = {}
+        if self.loss is not None:
+            out["loss"] = fmt_number(self.loss)
+        if self.eval_loss is not None:
+            out["eval_loss"] = fmt_number(self.eval_loss)
+        if self.learning_rate is not None:
+            out["learning_rate"] = fmt_number(self.learning_rate, 3)
+        if self.eta_seconds is not None:
+            out["eta"] = fmt_duration(self.eta_seconds)
+        return out
+
 
 def job_card(
     job: Job,
@@ -323,14 +337,10 @@ def job_card(
             if progress.total
             else "*Progress*\nstarting…"
         )
-    if progress.loss is not None:
-        fields.append(f"*Loss*\n{fmt_number(progress.loss)}")
-    if progress.eval_loss is not None:
-        fields.append(f"*Eval loss*\n{fmt_number(progress.eval_loss)}")
-    if progress.learning_rate is not None:
-        fields.append(f"*Learning rate*\n{fmt_number(progress.learning_rate, 3)}")
-    if progress.eta_seconds is not None and not job.is_final:
-        fields.append(f"*ETA*\n{fmt_duration(progress.eta_seconds)}")
+    labels = {"loss": "Loss", "eval_loss": "Eval loss", "learning_rate": "Learning rate", "eta": "ETA"}
+    for key, value in progress.readings().items():
+        if key != "eta" or not job.is_final:  # a finished job has nothing left to wait for
+            fields.append(f"*{labels[key]}*\n{value}")
     if job.model_id and job.is_final:
         fields.append(f"*Model id*\n`{escape(job.model_id)}`")
     blocks.append(fields_section(fields))

@@ -11,16 +11,22 @@ Grammar (DESIGN.md, "Slash command arguments are key=value words"):
 Anything else gives a :class:`ParseError` whose message says what was wrong and lists what is
 accepted. Only the grammar is checked here; which keys exist and what values they take is the
 engine's option table (``ConfigError`` lists every problem and the accepted keys at once), so the
-two can never disagree.
+two can never disagree. :meth:`FinetuneRequest.submit` hands a parsed request to the engine it is
+given, so the Slack app and the console submit alike.
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import unescape
+from typing import TYPE_CHECKING
 
 from engine import UsageError
+
+if TYPE_CHECKING:
+    from engine import Engine, Job
 
 # key -> (what it takes, type check). The keys are passed to Engine.submit as options.
 FINETUNE_KEYS: dict[str, str] = {
@@ -53,6 +59,22 @@ class FinetuneRequest:
     dataset: str | None = None  # None: the channel's latest usable upload
     options: dict[str, str] = field(default_factory=dict)  # backend, base, epochs, lr, r, target, metric
     eval_dataset: str | None = None
+
+    def submit(
+        self, engine: Engine, resolve: Callable[[str | None], str], *, owner: str, team: str, channel: str
+    ) -> Job:
+        """Submit the job this request asks for. ``resolve`` turns a dataset reference (``None``:
+        the channel's latest usable upload) into a dataset hash, or raises what to tell the user."""
+        dataset_hash = resolve(self.dataset)
+        eval_hash = resolve(self.eval_dataset) if self.eval_dataset else None
+        return engine.submit(
+            dataset_hash,
+            options=dict(self.options),
+            owner=owner,
+            team=team,
+            channel=channel,
+            eval_dataset_hash=eval_hash,
+        )
 
 
 @dataclass(frozen=True)

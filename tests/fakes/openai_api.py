@@ -16,7 +16,7 @@ or a dropped connection), and with ``allow_fine_tuning`` / ``fine_tunable_models
 ``api_key``. Every request is recorded in ``requests`` for assertions.
 
     with FakeOpenAI() as fake:
-        client = OpenAI(base_url=fake.url + "/v1", api_key="test", max_retries=0)
+        client = fake.client()  # the real openai.OpenAI, pointed here, without its own retries
 """
 
 from __future__ import annotations
@@ -182,6 +182,13 @@ class FakeOpenAI:
         assert self._server is not None, "start() the fake first"
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    def client(self, key: str = "test") -> Any:
+        """The real ``openai.OpenAI`` client for this server (with ``key``), without its own
+        retries so that tests see each request ftbot makes."""
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0)
 
     # ---- scripting -------------------------------------------------------------------------
 

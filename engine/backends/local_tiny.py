@@ -19,7 +19,7 @@ from pathlib import Path
 
 from engine.settings import BUILTIN_TINY
 
-TINY_VERSION = "tiny-v1"
+TINY_VERSION = "tiny-v2"
 SEED = 1234
 VOCAB_SIZE = 1024
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>", "<|unk|>"]
@@ -157,6 +157,11 @@ def _build(out_dir: Path) -> None:
     try:
         torch.manual_seed(SEED)
         model = LlamaForCausalLM(config)
+        # Why: the final RMSNorm fixes the hidden state's scale and LoRA never touches lm_head, so
+        # with the usual 0.02 init every logit stays within about +-1.3 and no fine-tune can make
+        # an answer likely (the loss cannot fall far below ln(vocab)). Rows of norm ~1 let LoRA
+        # make confident predictions, as a pretrained head can.
+        torch.nn.init.normal_(model.lm_head.weight, std=config.hidden_size**-0.5)
     finally:
         torch.random.set_rng_state(generator_state)
     model.generation_config.eos_token_id = fast.eos_token_id

@@ -54,11 +54,24 @@ BACKENDS = ("local", "openai")
 # at 5e-3 learned a price task's output format in about 18 s.
 DEMO_LEARNING_RATE = 5e-3
 DEMO_EPOCHS = 6
-DEMO_NOTE = (
-    "builtin:tiny demo: a randomly initialised tiny model barely learns at the guide's lr 2e-4, so this "
-    f"run uses lr {DEMO_LEARNING_RATE:g} and {DEMO_EPOCHS} epochs. Real base models use lr 2e-4 and "
-    "3 epochs unless you set lr= or epochs=."
-)
+DEMO_NOTE_PREFIX = "builtin:tiny demo:"
+
+
+def demo_note(changed: Mapping[str, Any]) -> str:
+    """The note that says which demo settings a builtin:tiny run got (only those it got)."""
+    parts = []
+    if "learning_rate" in changed:
+        parts.append(f"lr {DEMO_LEARNING_RATE:g}")
+    if "epochs" in changed:
+        parts.append(f"{DEMO_EPOCHS} epochs")
+    return (
+        f"{DEMO_NOTE_PREFIX} a randomly initialised tiny model barely learns at the guide's lr 2e-4, so "
+        f"this run uses {' and '.join(parts)}. Real base models use lr 2e-4 and 3 epochs unless you set "
+        "lr= or epochs=."
+    )
+
+
+DEMO_NOTE = demo_note({"learning_rate": DEMO_LEARNING_RATE, "epochs": DEMO_EPOCHS})
 
 Auto = str  # the literal "auto" for OpenAI hyperparameters
 
@@ -451,7 +464,8 @@ def _display_key(field_name: str, given_as: Mapping[str, str]) -> str:
 def apply_base_model_defaults(config: TrainConfig, base_model: str | None) -> TrainConfig:
     """Adjust defaults for a base model. Today only the builtin:tiny demo (module docstring): lr and
     epochs the user did not set become 5e-3 and 6, and a note says so. Idempotent."""
-    if config.backend != "local" or base_model != BUILTIN_TINY or DEMO_NOTE in config.notes:
+    already = any(note.startswith(DEMO_NOTE_PREFIX) for note in config.notes)
+    if config.backend != "local" or base_model != BUILTIN_TINY or already:
         return config
     changes: dict[str, Any] = {}
     if "learning_rate" not in config.user_set:
@@ -460,7 +474,7 @@ def apply_base_model_defaults(config: TrainConfig, base_model: str | None) -> Tr
         changes["epochs"] = DEMO_EPOCHS
     if not changes:
         return config
-    return replace(config, **changes, notes=(*config.notes, DEMO_NOTE))
+    return replace(config, **changes, notes=(*config.notes, demo_note(changes)))
 
 
 # -- validation ---------------------------------------------------------------------------------------

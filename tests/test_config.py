@@ -17,6 +17,7 @@ from engine.config import (
     TrainConfig,
     accepted_keys,
     apply_base_model_defaults,
+    demo_note,
     option_help,
     parse_options,
 )
@@ -152,6 +153,13 @@ def test_builtin_tiny_demo_adjusts_only_what_the_user_did_not_set() -> None:
     assert parse_options({"base": "builtin:tiny"}).learning_rate == DEMO_LEARNING_RATE
     own_lr = parse_options({"lr": "1e-3"}, base_model="builtin:tiny")
     assert (own_lr.learning_rate, own_lr.epochs) == (1e-3, DEMO_EPOCHS)
+    assert own_lr.notes == (demo_note({"epochs": DEMO_EPOCHS}),)
+    assert "6 epochs" in own_lr.notes[0] and "0.005" not in own_lr.notes[0]  # says only what it changed
+    own_epochs = parse_options({"epochs": "2"}, base_model="builtin:tiny")
+    assert (
+        "lr 0.005" in own_epochs.notes[0]
+        and "epochs" not in own_epochs.notes[0].split("uses")[1].split(".")[0]
+    )
     both = parse_options({"lr": "1e-3", "epochs": "2"}, base_model="builtin:tiny")
     assert (both.learning_rate, both.epochs, both.notes) == (1e-3, 2, ())
     real = parse_options({}, base_model="Qwen/Qwen2.5-0.5B-Instruct")

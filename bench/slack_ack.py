@@ -71,7 +71,8 @@ def main() -> int:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="ftbot-bench-"))
-    settings = Settings.from_env({"FTBOT_HOME": str(home)})
+    # Short answers: the bench measures acks; the answers only have to finish before teardown.
+    settings = Settings.from_env({"FTBOT_HOME": str(home), "FTBOT_ASK_MAX_NEW_TOKENS": "32"})
     with FakeSlack() as slack, serve_http(BotSettings.from_env(bot_env(slack)), settings) as (engine, url):
         try:
             # A dataset, and a long training job that runs during the measurement.

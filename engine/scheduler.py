@@ -3,8 +3,8 @@
 The only module that imports ``apscheduler`` (inside :meth:`Scheduler.start`, so importing this
 module stays cheap). Everything that decides anything lives in :class:`Dispatcher`, whose
 :meth:`~Dispatcher.tick` is a plain method: tests call it directly, and the APScheduler
-``BackgroundScheduler`` merely calls it every ``interval`` seconds (``max_instances=1``,
-``coalesce=True``, so ticks never overlap).
+``BackgroundScheduler`` merely calls it every ``interval`` seconds (guarded so ticks never
+overlap, and coalesced).
 
 One tick:
 
@@ -338,6 +338,11 @@ class Dispatcher:
         stored = store.get_meta(RELAY_CURSOR_KEY) if sink_for is not None else None
         self._cursor = int(stored) if stored and stored.isdigit() else store.event_feed_cursor()
         self._sinks: dict[str, ThrottledSink] = {}
+        # Jobs whose sink must be rebuilt (see refresh_sink). Guarded by a leaf lock that is never
+        # held while calling out: a sink may call back into the engine (the Slack card stores
+        # where it was posted), and taking the relay lock there would deadlock against the relay.
+        self._stale_sinks: set[str] = set()
+        self._stale_lock = threading.Lock()
         self._last_orphan_check = -1e9
         self._dead_since: dict[str, float] = {}
 
@@ -588,14 +593,19 @@ class Dispatcher:
             self.store.set_meta(RELAY_CURSOR_KEY, str(self._cursor))
 
     def refresh_sink(self, job_id: str) -> None:
-        """Build the job's sink again at its next event (its ``reply_to`` changed: the card moved)."""
-        with self._relay_lock:
-            sink = self._sinks.pop(job_id, None)
-            if sink is not None:
-                with contextlib.suppress(Exception):
-                    sink.flush()
+        """Build the job's sink again at its next event (its ``reply_to`` changed: the card moved).
+
+        Safe to call from inside a sink, on any thread: it only leaves a note for the relay."""
+        with self._stale_lock:
+            self._stale_sinks.add(job_id)
 
     def _deliver(self, event: ProgressEvent) -> None:
+        with self._stale_lock:
+            stale = event.job_id in self._stale_sinks
+            self._stale_sinks.discard(event.job_id)
+        if stale and (old := self._sinks.pop(event.job_id, None)) is not None:
+            with contextlib.suppress(Exception):
+                old.flush()
         sink = self._sinks.get(event.job_id)
         if sink is None:
             try:
@@ -718,16 +728,7 @@ class Scheduler:
         scheduler = BackgroundScheduler(daemon=True)
         if run_queue:
             self.dispatcher.recover()
-            scheduler.add_job(
-                self.dispatcher.tick,
-                "interval",
-                seconds=self.interval,
-                id="ftbot-dispatch",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-                next_run_time=utcnow(),
-            )
+            _add_guarded_job(scheduler, "ftbot-dispatch", self.dispatcher.tick, self.interval)
         scheduler.start()
         self._scheduler = scheduler
         self._start_pollers()
@@ -781,31 +782,41 @@ class Scheduler:
                 self._schedule_poller(key, fn, interval)
 
     def _schedule_poller(self, key: str, fn: Callable[[], None], interval: float) -> None:
-        busy = threading.Lock()
+        _add_guarded_job(self._scheduler, _POLLER_PREFIX + key, fn, interval, executor=_POLLER_EXECUTOR)
 
-        def run_once() -> None:
-            # A call that finds the previous one still running (a long step) returns at once.
-            # APScheduler's own max_instances=1 would log a warning for every skipped run.
-            if not busy.acquire(blocking=False):
-                return
-            try:
-                fn()
-            finally:
-                busy.release()
 
-        self._scheduler.add_job(
-            run_once,
-            "interval",
-            seconds=interval,
-            id=_POLLER_PREFIX + key,
-            name=_POLLER_PREFIX + key,
-            executor=_POLLER_EXECUTOR,
-            replace_existing=True,
-            max_instances=3,
-            coalesce=True,
-            misfire_grace_time=None,
-            next_run_time=utcnow(),
-        )
+def _add_guarded_job(
+    scheduler: Any, job_id: str, fn: Callable[[], None], interval: float, *, executor: str = "default"
+) -> None:
+    """Call ``fn`` every ``interval`` seconds, the first time at once; calls never overlap.
+
+    A call that finds the previous one still running (a long tick, a slow poll) returns at once.
+    APScheduler's own ``max_instances=1`` would skip it too, but log a warning for every skipped
+    run: a busy bot's log would fill with them.
+    """
+    busy = threading.Lock()
+
+    def run_once() -> None:
+        if not busy.acquire(blocking=False):
+            return
+        try:
+            fn()
+        finally:
+            busy.release()
+
+    scheduler.add_job(
+        run_once,
+        "interval",
+        seconds=interval,
+        id=job_id,
+        name=job_id,
+        executor=executor,
+        replace_existing=True,
+        max_instances=3,
+        coalesce=True,
+        misfire_grace_time=None,
+        next_run_time=utcnow(),
+    )
 
 
 _POLLER_PREFIX = "ftbot-poll:"

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -354,6 +355,34 @@ def test_set_reply_to_rebuilds_the_sink(settings: Settings, dataset) -> None:
         eng.store.add_event(ProgressEvent(job.id, "log", "hello"))
         eng.dispatcher.tick()
         assert built == [{}, {"channel": "C1", "ts": "9.9"}]
+        eng.cancel(job.id, user="U1")
+        wait_for(lambda: eng.dispatcher.current is None, tick=eng.dispatcher.tick)
+
+
+def test_a_sink_may_store_its_card_from_another_thread_while_the_relay_runs(
+    settings: Settings, dataset
+) -> None:
+    # The Slack card: the relay delivers an event into the card's sink, which waits on a lock that
+    # a listener thread holds while it stores where it posted the card (set_reply_to). That store
+    # must not wait for the relay in turn (it once did: the bot deadlocked under load).
+    stored = threading.Event()
+
+    class CardSink:
+        def __init__(self, job_id: str) -> None:
+            self.job_id = job_id
+
+        def emit(self, event: ProgressEvent) -> None:
+            listener = threading.Thread(
+                target=lambda: (eng.set_reply_to(self.job_id, {"channel": "C1", "ts": "1.2"}), stored.set())
+            )
+            listener.start()
+            listener.join(timeout=10)
+
+    with Engine(settings, sink_for=lambda job: CardSink(job.id), launcher=stand_in(settings, SLEEP)) as eng:
+        job = eng.submit(dataset.hash, owner="U1", team="T1", channel="C1")
+        eng.dispatcher.tick()
+        assert stored.is_set(), "set_reply_to waited for the relay that was waiting for it"
+        assert eng.job(job.id).reply_to == {"channel": "C1", "ts": "1.2"}
         eng.cancel(job.id, user="U1")
         wait_for(lambda: eng.dispatcher.current is None, tick=eng.dispatcher.tick)
 

@@ -3,6 +3,9 @@ its thread, the chart is uploaded there, and the result is broadcast."""
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from slack_sdk import WebClient
@@ -134,3 +137,23 @@ def test_a_restarted_bot_edits_the_stored_card(slack: FakeSlack) -> None:
     cards.sink_for(job).emit(ProgressEvent(job.id, "step", step=1, total=4, metrics={"loss": 1.0}))
     assert slack.calls_to("chat.postMessage") == []
     assert slack.calls_to("chat.update")[0].args["ts"] == "1699.0001"
+
+
+def test_with_a_sender_the_relay_never_waits_for_slack(slack: FakeSlack) -> None:
+    # The bot gives the cards their own thread: a slow Slack (or a 429's Retry-After, which the
+    # SDK sleeps out) must not hold up the job queue's tick that emits the events.
+    sender = ThreadPoolExecutor(max_workers=1)
+    slack_busy = threading.Event()
+    sender.submit(slack_busy.wait, 10)  # Slack is slow: the sender thread is stuck for now
+    cards = JobCards(_client(slack), min_interval=0.0, sender=sender)
+    job = _job()
+    sink = cards.sink_for(job)
+    started = time.monotonic()
+    sink.emit(ProgressEvent(job.id, "state", data={"state": "training"}))
+    sink.emit(ProgressEvent(job.id, "step", step=1, total=4, metrics={"loss": 1.0}))
+    assert time.monotonic() - started < 1.0
+    assert not slack.calls_to("chat.postMessage")  # nothing sent yet, and the emitter went on
+    slack_busy.set()
+    sender.shutdown(wait=True)
+    assert len(slack.calls_to("chat.postMessage")) == 1  # the card, then its edits, in order
+    assert "1/4" in str(slack.calls_to("chat.update")[-1].args["blocks"])

@@ -16,6 +16,7 @@ import logging
 import sys
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -80,7 +81,8 @@ def build_slack(
 
     bot_settings.require(mode)  # type: ignore[arg-type]
     client = make_client(bot_settings)
-    cards = JobCards(client)
+    # Job cards talk to Slack on their own thread, never on the job queue's (see JobCards).
+    cards = JobCards(client, sender=ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftbot-cards"))
     engine = Engine(engine_settings, sink_for=cards.sink_for, **dict(engine_kwargs or {}))
     try:
         app = create_app(engine, bot_settings, client=client, cards=cards)  # calls auth.test

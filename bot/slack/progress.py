@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,11 @@ class JobCards:
 
     ``engine`` is bound after construction (:meth:`bind`) because the engine needs ``sink_for``
     when it is built and the cards need the engine to read and store ``reply_to``.
+
+    ``sender``: where the Slack calls of the sinks run. None: in the thread that emits (the
+    scheduler's relay; what the unit tests use). The bot passes a one-thread executor, so a slow
+    or rate-limited Slack (the SDK sleeps out a 429's Retry-After) never holds up the job queue's
+    tick, and one thread keeps every job's events in order.
     """
 
     def __init__(
@@ -60,10 +66,12 @@ class JobCards:
         *,
         min_interval: float = DEFAULT_MIN_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        sender: Executor | None = None,
     ) -> None:
         self.client = client
         self.min_interval = min_interval
         self.clock = clock
+        self.sender = sender
         self.engine: Any = None
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -195,6 +203,12 @@ class SlackProgressSink:
         self._lock = threading.Lock()
 
     def emit(self, event: ProgressEvent) -> None:
+        if self.cards.sender is None:
+            self._show(event)
+        else:
+            self.cards.sender.submit(self._show, event)
+
+    def _show(self, event: ProgressEvent) -> None:
         try:
             with self._lock:
                 self._emit(event)

@@ -93,6 +93,7 @@ class Engine:
         self.openai = OpenAIPipeline.install(self)
         self._server: Any = None
         self._server_lock = threading.Lock()
+        self._stop_hooks: list[Callable[[], None]] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -103,9 +104,17 @@ class Engine:
         self.openai.recover()
 
     def stop(self) -> None:
-        """Stop the scheduler (running workers keep going; a restart follows them again)."""
+        """Stop the scheduler (running workers keep going; a restart follows them again), then
+        run the stop hooks (:meth:`add_stop_hook`)."""
         self.openai.stop()
         self.scheduler.stop()
+        for hook in list(self._stop_hooks):
+            hook()
+
+    def add_stop_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` each time the engine stops, after the last event was relayed and before
+        the store closes: a sink that works on its own thread finishes there (the Slack cards)."""
+        self._stop_hooks.append(hook)
 
     def close(self) -> None:
         self.stop()

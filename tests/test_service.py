@@ -387,6 +387,16 @@ def test_a_sink_may_store_its_card_from_another_thread_while_the_relay_runs(
         wait_for(lambda: eng.dispatcher.current is None, tick=eng.dispatcher.tick)
 
 
+def test_stop_hooks_run_after_the_scheduler_stopped(settings: Settings) -> None:
+    calls: list[bool] = []
+    with Engine(settings) as eng:
+        eng.add_stop_hook(lambda: calls.append(eng.scheduler.running))
+        eng.start()
+        eng.stop()
+        assert calls == [False]
+    assert calls == [False, False]  # close() stops too
+
+
 def test_a_broken_sink_never_stops_the_queue(settings: Settings, dataset) -> None:
     class Broken:
         def emit(self, event: ProgressEvent) -> None:

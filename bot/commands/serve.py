@@ -84,6 +84,7 @@ def build_slack(
     # Job cards talk to Slack on their own thread, never on the job queue's (see JobCards).
     cards = JobCards(client, sender=ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftbot-cards"))
     engine = Engine(engine_settings, sink_for=cards.sink_for, **dict(engine_kwargs or {}))
+    engine.add_stop_hook(cards.drain)
     try:
         app = create_app(engine, bot_settings, client=client, cards=cards)  # calls auth.test
     except (BoltError, SlackApiError) as exc:

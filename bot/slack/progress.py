@@ -83,6 +83,12 @@ class JobCards:
     def bind(self, engine: Any) -> None:
         self.engine = engine
 
+    def drain(self) -> None:
+        """Wait until the sender has shown every event handed to it so far (the bot calls this
+        when the engine stops, so nothing is shown against a closed store)."""
+        if self.sender is not None:
+            self.sender.submit(lambda: None).result()
+
     def _lock(self, job_id: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(job_id, threading.Lock())

@@ -1,12 +1,19 @@
 """Benchmark evaluation generation: batched (``generate_batch``) against one prompt at a time.
 
     python bench/eval.py                                    # builtin:tiny, examples/prices.jsonl
+    python bench/eval.py --examples 16 --batch-size 8       # quick
+    python bench/eval.py --shape 1b --examples 32           # a GPU host, offline: random-weight Llama-3.2-1B
     python bench/eval.py --base-model Qwen/Qwen2.5-0.5B-Instruct --examples 256   # a GPU host
 
 Answers the first ``--examples`` eval prompts of a dataset (each example without its last
 assistant turn, as the evaluation does) with the same model twice: ``batch_size=1`` (the seed's
 loop) and ``batch_size=--batch-size``. Goal: batched >= 4x faster. Also reports how many answers
-are identical (greedy decoding; left padding may flip a near-tie on a few rows).
+are identical (greedy decoding; left padding may flip a near-tie on a few rows). The model is
+loaded as the evaluation loads it (:func:`load_base`: 4-bit where bitsandbytes can with
+``--quantize auto``); the load time is printed apart from the timings. Token counts are generated
+token ids up to a stop token; random weights (builtin:tiny, ``--shape``, see bench/shapes.py) never
+learned to stop, so their answers run to ``--max-new-tokens`` and the printout says how many did.
+On CUDA each timed region ends with ``torch.cuda.synchronize()``.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.shapes import add_model_arguments, resolve_model
 from engine.backends.local_serving import four_bit_available, generate_detailed, load_base
-from engine.backends.local_tiny import resolve_base_model
 from engine.prompts import eval_prompt
 from engine.settings import BUILTIN_TINY
 
@@ -32,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--base-model", default=BUILTIN_TINY)
+    add_model_arguments(parser, default_base=BUILTIN_TINY)
     parser.add_argument("--dataset", type=Path, default=ROOT / "examples" / "prices.jsonl")
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -42,19 +49,34 @@ def main() -> None:
 
     import torch
 
+    def synchronize() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
     quantize = {"auto": four_bit_available(), "yes": True, "no": False}[args.quantize]
-    work = Path(tempfile.mkdtemp(prefix="ftbot-bench-eval-"))
-    base_path = resolve_base_model(args.base_model, work / "builtin")
+    scratch = tempfile.TemporaryDirectory(prefix="ftbot-bench-eval-")  # removed at exit
+    work = Path(scratch.name)
+    base_path, model_label = resolve_model(args, work)
     with args.dataset.open(encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()][: args.examples]
     conversations = [eval_prompt(row["messages"]) for row in rows]
+    start = time.perf_counter()
     model, tokenizer = load_base(base_path, quantize=quantize)
+    synchronize()
+    load_s = time.perf_counter() - start
     device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
     print(
-        f"base={args.base_model} 4bit={quantize} device={device} torch_threads={torch.get_num_threads()} "
+        f"base={model_label} 4bit={quantize} device={device} torch_threads={torch.get_num_threads()} "
         f"dataset={args.dataset.name} examples={len(conversations)} max_new_tokens={args.max_new_tokens}"
     )
+    print(f"model load (not in the timings): {load_s:.2f} s")
+    if args.shape or args.base_model == BUILTIN_TINY:
+        print(
+            "random weights: answers run to max_new_tokens unless a stop token comes by chance; "
+            "tokens are counted as generated token ids"
+        )
     generate_detailed(model, tokenizer, conversations[:2], max_new_tokens=2, batch_size=2)  # warm up
+    synchronize()
 
     figures = {}
     results = {}
@@ -63,18 +85,22 @@ def main() -> None:
         results[label] = generate_detailed(
             model, tokenizer, conversations, max_new_tokens=args.max_new_tokens, batch_size=batch_size
         )
+        synchronize()
         seconds = time.perf_counter() - start
         tokens = sum(r.tokens for r in results[label])
+        at_cap = sum(r.finish_reason == "length" for r in results[label])
         figures[label] = seconds
         print(
             f"{label:>15}: {seconds:7.2f} s  {len(conversations) / seconds:7.1f} examples/s  {tokens / seconds:8.0f} tok/s"
+            f"  ({tokens} tokens; {at_cap}/{len(conversations)} ran to max_new_tokens)"
         )
     single, batched = figures.values()
     ratio = single / batched
     print(f"ratio: {ratio:.1f}x   goal >= 4x   {'MET' if ratio >= 4 else 'NOT MET'}")
     a, b = results.values()
     same = sum(x.text == y.text for x, y in zip(a, b, strict=True))
-    print(f"answers identical batched vs one at a time: {same}/{len(conversations)}")
+    caveat = "  (texts: a random shape's token ids mostly decode to nothing)" if args.shape else ""
+    print(f"answers identical batched vs one at a time: {same}/{len(conversations)}{caveat}")
 
 
 if __name__ == "__main__":

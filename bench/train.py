@@ -4,6 +4,7 @@
     python bench/train.py --base-model Qwen/Qwen2.5-0.5B-Instruct          # a GPU host
     python bench/train.py --shape 1b --seq-len 1024        # a GPU host: real-size Llama, random weights
     python bench/train.py --shape 8b --seq-len 1024 --examples 64
+    python bench/train.py --shape 1b --shape-dir /tmp/shapes   # build once, reuse in ask.py/eval.py
 
 Two recipes, each in its own child process (so peak memory is its own):
 
@@ -22,8 +23,9 @@ on a GPU; the child's peak RSS on the CPU). Both runs see the same examples, epo
 shape. On a GPU it also prints **MFU** = tokens/s x 4N / dense bf16 peak, N = parameters that do
 matmuls (everything but the input embeddings); 4N = forward 2N + activation-gradient backward 2N
 (LoRA has no weight-gradient GEMM for frozen weights); gradient checkpointing's recompute is not
-counted (MFU, not HFU). ``--shape 1b|8b`` builds a Llama-3.2-1B / Llama-3-8B shape with random
-weights (speed does not depend on the weights) and uses builtin:tiny's tokenizer.
+counted (MFU, not HFU). ``--shape 135m|1b|8b`` builds a SmolLM2-135M / Llama-3.2-1B / Llama-3-8B
+shape with random weights (speed does not depend on the weights) and builtin:tiny's tokenizer
+(bench/shapes.py).
 
 Prints one row per recipe and the ratios ours/guide. ``--json`` prints the figures as one object.
 """
@@ -43,9 +45,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes.llama_shapes import LLAMA_1B, LLAMA_8B  # noqa: E402
+from bench.shapes import add_model_arguments, build_shape, describe  # noqa: E402
 
-SHAPES: dict[str, dict[str, Any]] = {"1b": LLAMA_1B, "8b": LLAMA_8B}
 DEFAULT_DATA = ROOT / "examples" / "extraction.jsonl"
 
 
@@ -68,39 +69,6 @@ def load_examples(path: Path, n: int, seq_len: int | None) -> list[list[dict[str
                     m["content"] = " ".join((words * (target // max(1, len(words)) + 1))[:target])
         out.append(messages)
     return out
-
-
-def build_shape(shape: str, out_dir: Path) -> Path:
-    """A real-size Llama with random bf16 weights and builtin:tiny's tokenizer, saved for from_pretrained."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from engine.backends.local_tiny import ensure_builtin_tiny
-
-    tiny = ensure_builtin_tiny(out_dir / "builtin")
-    tokenizer = AutoTokenizer.from_pretrained(tiny)
-    config = LlamaConfig(
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **SHAPES[shape],
-    )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device(device):
-            model = LlamaForCausalLM(config)
-    finally:
-        torch.set_default_dtype(previous)
-    target = out_dir / f"llama-{shape}"
-    model.save_pretrained(target)
-    tokenizer.save_pretrained(target)
-    del model
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    return target
 
 
 # ------------------------------------------------------------------------------------------------ child
@@ -260,6 +228,11 @@ def child(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------ parent
 
 
+def _ratio(a: float, b: float) -> float:
+    """a / b, or NaN when b is 0 (a run too short to measure prints nan rather than crashing)."""
+    return a / b if b else float("nan")
+
+
 def spawn(recipe: str, base: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -303,10 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--base-model", default="builtin:tiny", help="builtin:tiny, a directory or a Hugging Face id"
-    )
-    parser.add_argument("--shape", choices=sorted(SHAPES), help="a real-size Llama with random weights (GPU)")
+    add_model_arguments(parser, default_base="builtin:tiny")
     parser.add_argument(
         "--data", default=str(DEFAULT_DATA), help="chat JSONL file (default: examples/extraction.jsonl)"
     )
@@ -329,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
         base = args.base_model
         if args.shape:
-            base = str(build_shape(args.shape, Path(tmp)))
+            base = str(build_shape(args.shape, args.shape_dir or Path(tmp)))
         elif base == "builtin:tiny":
             from engine.backends.local_tiny import ensure_builtin_tiny
 
@@ -343,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     device = facts["device"]
     peak = device.get("peak_tflops")
     summary: dict[str, Any] = {
-        "model": (args.shape and f"llama-{args.shape} (random weights)") or args.base_model,
+        "model": describe(args.shape) if args.shape else args.base_model,
         "params": facts["params"],
         "device": device.get("name"),
         "examples": args.examples,
@@ -363,9 +333,11 @@ def main(argv: list[str] | None = None) -> int:
             row["mfu"] = rate * 4 * facts["matmul_params"] / (peak * 1e12)
         summary["recipes"][recipe] = row
     ours, guide = summary["recipes"]["ours"], summary["recipes"]["guide"]
-    summary["ratio_tokens_per_second"] = ours["tokens_per_second"] / guide["tokens_per_second"]
-    summary["ratio_best_tokens_per_second"] = ours["best_tokens_per_second"] / guide["best_tokens_per_second"]
-    summary["ratio_peak_memory"] = ours["peak_memory_gb"] / guide["peak_memory_gb"]
+    summary["ratio_tokens_per_second"] = _ratio(ours["tokens_per_second"], guide["tokens_per_second"])
+    summary["ratio_best_tokens_per_second"] = _ratio(
+        ours["best_tokens_per_second"], guide["best_tokens_per_second"]
+    )
+    summary["ratio_peak_memory"] = _ratio(ours["peak_memory_gb"], guide["peak_memory_gb"])
 
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -386,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{'on' if row['gradient_checkpointing'] else 'off':>9} {mfu:>7}"
         )
     print(f"tokens/s counts non-padding tokens; memory measured as {ours['memory_kind']}")
+    for name in ("guide", "ours"):
+        if summary["recipes"][name]["window_steps"] < 1:
+            print(
+                f"{name}: too few optimizer steps ({summary['recipes'][name]['steps']}) for a steady-state "
+                "window: raise --examples (the guide's effective batch is 16)"
+            )
     if guide.get("substitutions"):
         print("guide recipe on this machine: " + "; ".join(guide["substitutions"]))
     print(

@@ -1,7 +1,7 @@
 """``ftbot chat``: the Slack workflow in a terminal, on the same engine, with no Slack.
 
 Commands: ``/upload PATH``, ``/finetune ...`` (the same arguments as in Slack, including
-``status``, ``list``, ``cancel JOB`` and ``help``), ``/ask ...``, ``/jobs``, ``/cancel JOB``,
+``status``, ``list``, ``cancel JOB``, ``models``, ``use MODEL_ID|base|auto`` and ``help``), ``/ask ...``, ``/jobs``, ``/cancel JOB``,
 ``/help``, ``/quit``. Reports are rendered from the same Block Kit messages the Slack app posts
 (:func:`bot.slack.blocks.to_plain`), so the console shows what Slack would. A job runs in the
 foreground with its card drawn as a live progress bar; Ctrl-C cancels it.
@@ -25,7 +25,9 @@ from bot.slack.parse import (
     FinetuneRequest,
     HelpRequest,
     ListRequest,
+    ModelsRequest,
     StatusRequest,
+    UseRequest,
     parse_ask,
     parse_finetune,
 )
@@ -34,7 +36,8 @@ from engine import DatasetError, FtbotError, Job, NotFound, ProgressEvent
 CONSOLE_HELP = """Commands:
   /upload PATH         check a JSONL dataset and keep it for fine-tuning
   /finetune [options]  fine-tune on the last upload (/finetune help lists the options)
-  /ask QUESTION        ask the current model (/ask model=ID compare QUESTION)
+  /ask QUESTION        ask the current model (/ask help: model=ID temperature=X max_tokens=N compare)
+  /finetune models     the models; /finetune use MODEL_ID|base|auto sets the one /ask uses
   /jobs                list jobs            /cancel JOB   cancel a queued or running job
   /help                this text            /quit         leave (Ctrl-D works too)"""
 
@@ -248,6 +251,24 @@ class Console:
             )
         elif isinstance(request, CancelRequest):
             self.cancel(request.job_id)
+        elif isinstance(request, ModelsRequest):
+            choice = self.engine.model_choice(self.team, self.channel)
+            self.show(
+                blocks.model_list(
+                    self.engine.models(self.team),
+                    choice,
+                    base_model=self.engine.settings.base_model,
+                    channel=self.channel,
+                )
+            )
+        elif isinstance(request, UseRequest):
+            before = self.engine.model_choice(self.team, self.channel)
+            after = self.engine.use_model(self.team, self.channel, request.choice, user=self.user)
+            self.show(
+                blocks.model_switched(
+                    after, user=self.user, previous=before, base_model=self.engine.settings.base_model
+                )
+            )
         elif isinstance(request, StatusRequest):
             if request.job_id:
                 job = self.engine.job(request.job_id, team=self.team)
@@ -289,9 +310,7 @@ class Console:
             self.show(blocks.help_message("ask"))
             return
         assert isinstance(request, AskRequest)
-        answer = self.engine.ask(
-            request.prompt, model=request.model, team=self.team, channel=self.channel, compare=request.compare
-        )
+        answer = request.ask(self.engine, team=self.team, channel=self.channel)
         self.show(blocks.ask_answer(answer, prompt=request.prompt))
 
     def cancel(self, job_id: str) -> None:

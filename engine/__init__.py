@@ -59,6 +59,7 @@ _EXPORTS: dict[str, str] = {
     "Store": "engine.store",
     "DatasetRecord": "engine.store",
     "ModelRecord": "engine.store",
+    "DefaultChoice": "engine.store",
     "Engine": "engine.service",
     "job_summary": "engine.service",
     # serving (H-serve): what Engine.ask returns (no torch at import)

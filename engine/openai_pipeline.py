@@ -781,11 +781,23 @@ class OpenAIPipeline:
 
     # ----- /ask
 
-    def ask(self, record: ModelRecord, prompt: str, *, compare: bool = False) -> Any:
+    def ask(
+        self,
+        record: ModelRecord,
+        prompt: str,
+        *,
+        compare: bool = False,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+    ) -> Any:
         """Answer with an OpenAI model from the registry (``Engine.ask`` routes kind ``openai``
-        here): an ``Answer``, or ``(base, tuned)`` with ``compare``. ``tokens`` is an estimate
-        (chat completions' usage is not passed through)."""
-        from engine.backends.local_serving import Answer
+        here, with ``temperature`` and ``max_tokens`` already checked): an ``Answer``, or
+        ``(base, tuned)`` with ``compare``. ``max_tokens`` (default ``settings.ask_max_new_tokens``)
+        is sent as ``max_completion_tokens``. The answer reports what OpenAI said: its
+        ``finish_reason`` (``length``: cut at the limit, ``content_filter``; both with the same
+        ``note`` as a local answer cut short) and ``usage.completion_tokens`` as ``tokens`` (an
+        estimate only when the response carries no usage)."""
+        from engine.backends.local_serving import Answer, cut_note
         from engine.backends.openai_ft import estimate_tokens
 
         if record.kind != BACKEND:
@@ -795,19 +807,27 @@ class OpenAIPipeline:
             messages.append({"role": "system", "content": record.system_prompt})
         messages.append({"role": "user", "content": prompt})
         tuner = self.tuner()
-        limit = int(self.settings.ask_max_new_tokens)
+        limit = int(max_tokens if max_tokens is not None else self.settings.ask_max_new_tokens)
 
         def one(model: str, label: str) -> Answer:
             started = time.monotonic()
-            (text,) = tuner.generate(model, [messages], max_new_tokens=limit)
+            (done,) = tuner.generate_detailed(
+                model, [messages], max_new_tokens=limit, temperature=temperature
+            )
+            # OpenAI's other reasons (tool_calls, function_call) do not apply: no tools are sent.
+            reason = done.finish_reason if done.finish_reason in ("length", "content_filter") else "stop"
+            tokens = (
+                done.completion_tokens if done.completion_tokens is not None else estimate_tokens(done.text)
+            )
             return Answer(
-                text=text,
+                text=done.text,
                 model=label,
                 base_model=record.base_model,
                 adapter=None,
-                tokens=estimate_tokens(text),
-                finish_reason="stop",
+                tokens=tokens,
+                finish_reason=reason,  # type: ignore[arg-type]
                 seconds=time.monotonic() - started,
+                note=cut_note(reason, max_new_tokens=limit),
             )
 
         tuned = one(record.remote_name or record.id, record.id)

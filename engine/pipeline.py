@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from engine.jobs import Job, JobState
 from engine.progress import ProgressEvent, utcnow
 from engine.scheduler import run_dir
 from engine.settings import Settings
-from engine.store import ModelRecord, Store
+from engine.store import PROMOTION_RULE, DefaultChoice, ModelRecord, Store
 
 # How often should_stop() looks at the job's state in the database (seconds).
 _STATE_POLL_SECONDS = 0.5
@@ -350,8 +352,14 @@ def finish_evaluation(
     backend: the report (``report.json``, the ``evals`` table, an ``evaluation`` event, the chart,
     one alert per flag), the predictions file (``prompt``, ``reference``, ``zero_shot``,
     ``few_shot``, ``finetuned`` per line), ``model`` registered with the verdict, the promotion
-    rule (not ``worse`` -> the channel's default; the job records which), and the job
-    ``succeeded`` with ``model_id = model.id``."""
+    rule, and the job ``succeeded`` with ``model_id = model.id``.
+
+    The promotion rule: a model not ``worse`` than its baseline is promoted
+    (:meth:`Store.promote`): it becomes the channel's current model unless a user's choice of a
+    model or of the base model stands (``/finetune use``); then it is only recorded as the
+    channel's latest promoted model, and the ``promotion`` alert says who chose what, when, and
+    how to switch. The job's result records ``promoted`` (it became current), ``promotion`` (the
+    message) and ``kept_choice`` (the user's choice that stood, or None)."""
     from engine import evaluate, prompts
 
     job = ctx.job
@@ -399,17 +407,40 @@ def finish_evaluation(
     with contextlib.suppress(FtbotError):  # a resumed evaluation registered it already
         ctx.store.add_model(replace(model, verdict=verdict, metrics=report.get("finetuned") or {}))
     promoted = evaluate.should_promote(verdict)
+    kept: dict[str, Any] | None = None  # a user's choice that the promotion did not replace
     if promoted:
-        ctx.store.set_default(job.team, job.channel, model.id, set_by="ftbot (promotion rule)")
-        promotion = (
-            f"The fine-tuned model {model.id} is now this channel's default model (verdict: {verdict})."
+        choice = ctx.store.promote(job.team, job.channel, model.id)
+        ctx.store.audit(
+            PROMOTION_RULE,
+            "model.promote",
+            model.id,
+            {
+                "team": job.team,
+                "channel": job.channel,
+                "verdict": verdict,
+                "became_current": choice.model_id == model.id,
+                "job": job.id,
+            },
         )
+        if choice.model_id == model.id:
+            promotion = (
+                f"The fine-tuned model {model.id} is now this channel's default model (verdict: {verdict})."
+            )
+        else:
+            promoted = False
+            kept = {
+                "mode": choice.mode,
+                "model_id": choice.model_id,
+                "set_by": choice.set_by,
+                "set_at": choice.set_at.isoformat() if choice.set_at else None,
+            }
+            promotion = held_promotion_message(model.id, verdict, choice)
     else:
         promotion = (
             f"The fine-tuned model {model.id} was NOT made the channel's default: it did worse than the "
             f"baseline. You can still use it with model={model.id}."
         )
-    ctx.alert("promotion", promotion, promoted=promoted, model_id=model.id)
+    ctx.alert("promotion", promotion, promoted=promoted, model_id=model.id, kept_choice=kept)
     result = {
         "task": report["task"],
         "metric": report["metric"],
@@ -420,6 +451,29 @@ def finish_evaluation(
         "report_path": str(ctx.dir / "report.json"),
         "promoted": promoted,
         "promotion": promotion,
+        "kept_choice": kept,
         "summary": report.get("summary"),
     }
     return ctx.advance(JobState.SUCCEEDED, report.get("summary") or "Done.", model_id=model.id, result=result)
+
+
+def _who(user: str) -> str:
+    """A user for messages: a Slack user id as a mention (Slack renders ``<@U…>`` as the name;
+    the console as ``@U…``), any other name (the console's, the command line's) as it is."""
+    if re.fullmatch(r"[UW][A-Z0-9]{2,}", user or ""):
+        return f"<@{user}>"
+    return user or "someone"
+
+
+def held_promotion_message(model_id: str, verdict: str | None, choice: DefaultChoice) -> str:
+    """The promotion alert when a user's choice kept ``model_id`` from becoming current."""
+    what = f"model {choice.model_id}" if choice.model_id else "the base model"
+    when = f" on {choice.set_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if choice.set_at else ""
+    return (
+        f"The fine-tuned model {model_id} passed the promotion rule (verdict: {verdict}) but was NOT "
+        f"made this channel's current model, because {_who(choice.set_by)} chose {what}{when}, and "
+        f"a user's choice stands until someone changes it. To switch to it: `/finetune use {model_id}` "
+        f"(`ftbot models --use {model_id}` on the command line); `/finetune use auto` goes back to the "
+        f"promotion rule (this model becomes current, and later promotions replace it). Meanwhile ask "
+        f"it with model={model_id}."
+    )

@@ -37,7 +37,15 @@ from engine.jobs import Job, JobState, new_job_id
 from engine.progress import ProgressEvent, ProgressSink, utcnow
 from engine.scheduler import Dispatcher, Launcher, Scheduler
 from engine.settings import BUILTIN_TINY, Settings
-from engine.store import DatasetRecord, ModelRecord, Store
+from engine.store import (
+    CHOICE_AUTO,
+    CHOICE_BASE,
+    CHOICE_MODEL,
+    DatasetRecord,
+    DefaultChoice,
+    ModelRecord,
+    Store,
+)
 
 SinkFactory = Callable[[Job], ProgressSink]
 
@@ -389,14 +397,80 @@ class Engine:
         return self.store.get_model(model_id, team=team)
 
     def current_model(self, team: str, channel: str) -> ModelRecord | None:
-        """The channel's default model: the latest fine-tune that was not worse than its baseline,
-        unless someone chose another. None when the channel has none."""
+        """The channel's current model (what ``ask`` uses without ``model``): the latest
+        fine-tune that was not worse than its baseline, unless a user chose another (see
+        :meth:`use_model`). None when the base model answers: nothing promoted yet, or a user
+        chose ``base``. :meth:`model_choice` also says who chose it."""
         return self.store.default_model(team, channel)
 
+    def model_choice(self, team: str, channel: str) -> DefaultChoice:
+        """The channel's current model and who chose it, for display: ``mode`` is ``auto`` (the
+        promotion rule), ``model`` or ``base`` (a user's choice, ``by_user``), with ``model``,
+        ``set_by``, ``set_at`` and the rule's latest pick ``promoted`` (:class:`DefaultChoice`)."""
+        return self.store.default_choice(team, channel)
+
+    def use_model(self, team: str, channel: str, choice: str, *, user: str) -> DefaultChoice:
+        """Change the channel's current model (what ``/ask`` and ``ftbot ask`` use without a
+        model). ``choice`` is:
+
+        * a model id of this workspace (or an OpenAI ``ft:`` name), whatever its verdict or
+          channel: it stays current until a user changes it. Later promotions are registered but
+          do not replace it; their job's promotion message says so and how to switch.
+        * ``base``: the base model alone answers (``settings.base_model``) until changed;
+          promotions do not replace it either.
+        * ``auto``: back to the promotion rule: the latest promoted fine-tune of this channel is
+          current again (none yet: the base model), and each later promotion replaces it.
+
+        The choice is stored (it survives restarts) and audited (action ``model.use`` by
+        ``user``, with the previous choice). Who may call this is the caller's rule (the Slack
+        app: anyone ``FTBOT_ALLOWED_USERS`` lets in). Returns the channel's choice afterwards.
+
+        Raises:
+            UsageError: ``choice`` is empty.
+            ModelNotFound: no such model in this workspace (another workspace's models look the
+                same); the message says how to list the models.
+        """
+        raw = (choice or "").strip()
+        if not raw:
+            raise UsageError(
+                "Say which model this channel should use: a model id, `base` or `auto`.",
+                hint=USE_CHOICES_HINT,
+            )
+        before = self.store.default_choice(team, channel)
+        key = raw.lower()
+        if key == BASE_MODEL_ID:
+            after = self.store.set_default_choice(team, channel, CHOICE_BASE, set_by=user)
+            subject = BASE_MODEL_ID
+        elif key == AUTO_CHOICE:
+            after = self.store.set_default_choice(team, channel, CHOICE_AUTO, set_by=user)
+            subject = AUTO_CHOICE
+        else:
+            try:
+                record = self.store.get_model(raw, team=team)
+            except ModelNotFound:
+                raise ModelNotFound(
+                    f"There is no model {raw!r} in this workspace.", hint=USE_CHOICES_HINT
+                ) from None
+            after = self.store.set_default_choice(team, channel, CHOICE_MODEL, record.id, set_by=user)
+            subject = record.id
+        self.store.audit(
+            user,
+            "model.use",
+            subject,
+            {
+                "team": team,
+                "channel": channel,
+                "mode": after.mode,
+                "model": after.model_id,
+                "previous": {"mode": before.mode, "model": before.model_id, "set_by": before.set_by},
+            },
+        )
+        return after
+
     def set_default_model(self, team: str, channel: str, model_id: str | None, *, user: str = "") -> None:
-        """Choose the channel's model (any of the team's models, whatever its verdict); None resets."""
-        self.store.set_default(team, channel, model_id, set_by=user)
-        self.store.audit(user, "model.default", model_id or "", {"team": team, "channel": channel})
+        """Choose the channel's model (any of the team's models, whatever its verdict), as
+        :meth:`use_model` does; None goes back to the promotion rule (``auto``)."""
+        self.use_model(team, channel, model_id if model_id is not None else AUTO_CHOICE, user=user)
 
     def _model_server(self) -> Any:
         with self._server_lock:
@@ -415,19 +489,28 @@ class Engine:
         channel: str = "",
         compare: bool = False,
         wait_seconds: float | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
     ) -> Any:
         """Answer ``prompt`` with ``model`` (an id of the team's, or :data:`BASE_MODEL_ID` for the
         base model itself), else the channel's current model, else the base model. Returns an
         ``Answer``; with ``compare``, ``(base_answer, tuned_answer)``. Blocking: call it off the
         Slack listener threads.
 
+        ``temperature`` (0 to :data:`ASK_MAX_TEMPERATURE`; None or 0 = greedy, the default) and
+        ``max_tokens`` (1 to ``settings.ask_max_new_tokens``, the admin's cap and the default) apply
+        to every answer of the request (both sides of ``compare``), local or OpenAI. An answer cut
+        by the token, time or context limit has ``finish_reason`` other than ``stop`` and a ``note``.
+
         Raises:
             ModelNotFound: ``model`` is not one of the team's, or its adapter was never recorded.
-            UsageError: empty prompt; ``compare`` without a fine-tuned model.
+            UsageError: empty prompt; ``compare`` without a fine-tuned model; ``temperature`` or
+                ``max_tokens`` out of range (:meth:`check_ask_options`).
             BackendUnavailable / GenerationError / ResourceExhausted: the model could not answer.
         """
         if not prompt or not prompt.strip():
             raise UsageError("The question is empty.", hint="Write a question after the command.")
+        temperature, max_tokens = self.check_ask_options(temperature=temperature, max_tokens=max_tokens)
         if model == BASE_MODEL_ID:
             record = None
         elif model:
@@ -441,7 +524,7 @@ class Engine:
                 raise BackendUnavailable(
                     f"Model {record.id} is an OpenAI model; that backend is not set up here."
                 )
-            return runner(record, prompt, compare=compare)
+            return runner(record, prompt, compare=compare, temperature=temperature, max_tokens=max_tokens)
         if record is not None and record.path is None:
             # Answering with the bare base model instead would pass it off as the fine-tune.
             raise ModelNotFound(
@@ -451,11 +534,12 @@ class Engine:
         server = self._model_server()
         if record is None:
             if compare:
-                what = (
-                    "model=base answers with the base model alone"
-                    if model == BASE_MODEL_ID
-                    else "There is no fine-tuned model here yet"
-                )
+                if model == BASE_MODEL_ID:
+                    what = "model=base answers with the base model alone"
+                elif self.store.default_choice(team, channel).mode == CHOICE_BASE:
+                    what = "This channel's current model is the base model alone (`/finetune use base`)"
+                else:
+                    what = "There is no fine-tuned model here yet"
                 raise UsageError(
                     f"{what}, so there is nothing to compare it with.",
                     hint="Fine-tune a model first (/finetune in Slack, `ftbot run FILE` on the command line), "
@@ -466,6 +550,8 @@ class Engine:
                 base_model=self.settings.base_model,
                 wait_seconds=wait,
                 label=f"base:{self.settings.base_model}",
+                temperature=temperature,
+                max_new_tokens=max_tokens,
             )
         tuned = {
             "base_model": record.base_model,
@@ -473,12 +559,58 @@ class Engine:
             "system_prompt": record.system_prompt,
             "label": record.id,
             "wait_seconds": wait,
+            "temperature": temperature,
+            "max_new_tokens": max_tokens,
         }
         return server.compare(prompt, **tuned) if compare else server.ask(prompt, **tuned)
 
+    def check_ask_options(
+        self, *, temperature: float | None = None, max_tokens: int | None = None
+    ) -> tuple[float, int]:
+        """``(temperature, max_tokens)`` for :meth:`ask`, defaults filled in: greedy (0.0) and
+        ``settings.ask_max_new_tokens``. Cheap and pure: the Slack app calls it before it
+        acknowledges ``/ask``, so a bad value gets its error at once.
 
-#: ``ask(model=BASE_MODEL_ID)`` answers with the base model itself (``/ask model=base``).
+        Raises:
+            UsageError: ``temperature`` is not a number from 0 to :data:`ASK_MAX_TEMPERATURE`, or
+                ``max_tokens`` not a whole number from 1 to ``settings.ask_max_new_tokens``; the
+                message names the accepted range.
+        """
+        cap = int(self.settings.ask_max_new_tokens)
+        if temperature is None:
+            temperature = 0.0
+        elif (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or not 0.0 <= float(temperature) <= ASK_MAX_TEMPERATURE  # also refuses NaN
+        ):
+            raise UsageError(
+                f"temperature must be a number from 0 to {ASK_MAX_TEMPERATURE:g} (got {temperature!r}).",
+                hint="0 answers greedily (the default, the same answer every time); higher values "
+                "sample more varied answers.",
+            )
+        if max_tokens is None:
+            max_tokens = cap
+        elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= cap:
+            raise UsageError(
+                f"max_tokens must be a whole number from 1 to {cap} (got {max_tokens!r}).",
+                hint=f"Leave it out for the default, {cap}: this installation's limit "
+                "(FTBOT_ASK_MAX_NEW_TOKENS, set by the bot's admin).",
+            )
+        return float(temperature), int(max_tokens)
+
+
+#: ``ask(model=BASE_MODEL_ID)`` answers with the base model itself (``/ask model=base``);
+#: ``use_model(choice=BASE_MODEL_ID)`` makes the base model the channel's current model.
 BASE_MODEL_ID = "base"
+#: ``use_model(choice=AUTO_CHOICE)``: the promotion rule chooses the channel's current model.
+AUTO_CHOICE = "auto"
+USE_CHOICES_HINT = (
+    "Accepted: a model id from `/finetune models` (`ftbot models` on the command line), `base` (the "
+    "base model alone) or `auto` (the latest promoted fine-tune of this channel; new ones replace it)."
+)
+#: The highest ``temperature`` :meth:`Engine.ask` accepts (OpenAI's own limit; 0 = greedy).
+ASK_MAX_TEMPERATURE = 2.0
 
 
 def describe_base_model(name: str) -> str:

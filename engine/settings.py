@@ -6,6 +6,7 @@ one from a plain dict: ``Settings.from_env({"FTBOT_HOME": str(tmp_path)})``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ class Settings:
     # /ask model cache: how many bases and adapters stay loaded (least recently used goes first).
     serve_max_bases: int = 1
     serve_max_adapters: int = 8
+    # ... and by memory: a cap on the loaded bases + adapters in MiB (None: no cap; a single model
+    # larger than the cap is still served, alone).
+    serve_max_memory_mb: float | None = None
     # Generation limits for /ask.
     ask_timeout_seconds: float = 60.0
     ask_max_new_tokens: int = 256
@@ -74,9 +78,27 @@ class Settings:
             except ValueError:
                 problems.append(f"{name}={raw!r} is not a number")
                 return default
+            if not math.isfinite(value):
+                problems.append(f"{name}={raw!r} is not a finite number")
+                return default
             if value < minimum:
                 problems.append(f"{name} must be at least {minimum:g}")
                 return default
+            return value
+
+        def optional_positive(name: str) -> float | None:
+            """An optional limit: unset or empty = none; otherwise a finite number above 0."""
+            raw = env.get(name, "").strip()
+            if not raw:
+                return None
+            try:
+                value = float(raw)
+            except ValueError:
+                problems.append(f"{name}={raw!r} is not a number")
+                return None
+            if not 0 < value < math.inf:  # NaN fails this too
+                problems.append(f"{name} must be more than 0 (leave it unset for no limit)")
+                return None
             return value
 
         prices: dict[str, float] = {}
@@ -97,6 +119,7 @@ class Settings:
             openai_training_prices=prices,
             serve_max_bases=int(number("FTBOT_SERVE_MAX_BASES", 1, minimum=1)),
             serve_max_adapters=int(number("FTBOT_SERVE_MAX_ADAPTERS", 8, minimum=1)),
+            serve_max_memory_mb=optional_positive("FTBOT_SERVE_MAX_MEMORY_MB"),
             ask_timeout_seconds=number("FTBOT_ASK_TIMEOUT_SECONDS", 60.0, minimum=1),
             ask_max_new_tokens=int(number("FTBOT_ASK_MAX_NEW_TOKENS", 256, minimum=1)),
         )

@@ -104,6 +104,59 @@ class ModelRecord:
 
 MODEL_KINDS = frozenset({"local_adapter", "openai"})
 
+#: ``set_by`` of a channel's current model that the promotion rule chose (not a user).
+PROMOTION_RULE = "ftbot (promotion rule)"
+#: How a channel's current model is chosen (:attr:`DefaultChoice.mode`).
+CHOICE_AUTO = "auto"  # the promotion rule: the latest promoted fine-tune of the channel
+CHOICE_MODEL = "model"  # a user chose one of the workspace's models
+CHOICE_BASE = "base"  # a user chose the base model alone
+CHOICE_MODES = (CHOICE_AUTO, CHOICE_MODEL, CHOICE_BASE)
+
+
+@dataclass(frozen=True)
+class DefaultChoice:
+    """Which model answers ``/ask`` in a channel (its *current model*), and who decided.
+
+    ``mode``:
+
+    * ``"auto"`` (the default): the promotion rule decides. The latest fine-tune of this channel
+      that was not worse than its baseline is current (``model``); each later promotion replaces
+      it. ``model`` is None until a first promotion: the base model answers.
+    * ``"model"``: a user chose ``model`` (any of the workspace's models, whatever its verdict or
+      channel). Later promotions are registered but do not replace it.
+    * ``"base"``: a user chose the base model alone (``model`` is None). Later promotions do not
+      replace it either.
+
+    ``set_by`` / ``set_at``: who made the standing choice and when: a user id, or
+    :data:`PROMOTION_RULE` when a promotion under ``auto`` made ``model`` current ("" and None
+    when nothing was ever set). ``promoted``: the promotion rule's latest pick in this channel,
+    whatever the mode (what going back to ``auto`` makes current again).
+    """
+
+    team: str
+    channel: str
+    mode: str = CHOICE_AUTO
+    model: ModelRecord | None = None
+    set_by: str = ""
+    set_at: datetime | None = None
+    promoted: ModelRecord | None = None
+
+    @property
+    def by_user(self) -> bool:
+        """True while a user's choice stands (``model`` or ``base``): promotions do not replace it."""
+        return self.mode != CHOICE_AUTO
+
+    @property
+    def model_id(self) -> str | None:
+        """The current model's id; None when the base model answers."""
+        return self.model.id if self.model is not None else None
+
+    @property
+    def chooser(self) -> str | None:
+        """The user who made the standing choice (also a switch back to ``auto``); None when
+        the promotion rule made it or nothing was ever set."""
+        return None if self.set_by in ("", PROMOTION_RULE) else self.set_by
+
 
 @dataclass(frozen=True)
 class AuditRecord:
@@ -227,6 +280,46 @@ def _m0003_dataset_source(db: sqlite_utils.Database) -> None:
     # of repeated deliveries survive a restart.
     db["datasets"].add_column("source_id", str)  # type: ignore[union-attr]
     db["datasets"].create_index(["team", "source_id"])  # type: ignore[union-attr]
+
+
+@MIGRATIONS(name="0004_default_choice")
+def _m0004_default_choice(db: sqlite_utils.Database) -> None:
+    # A channel's current model is now one of three choices (DefaultChoice.mode): the promotion
+    # rule's pick ("auto"), a user's model ("model") or a user's "base" (model_id NULL). The rule's
+    # latest pick is kept apart (promoted_id) so that a user's choice survives later promotions and
+    # going back to "auto" restores the latest promoted fine-tune.
+    defaults = db["defaults"]
+    defaults.add_column("choice", str)  # type: ignore[union-attr]
+    defaults.add_column("promoted_id", str)  # type: ignore[union-attr]
+    defaults.add_column("promoted_at", str)  # type: ignore[union-attr]
+    db.execute(
+        "update defaults set choice = case when set_by = ? then 'auto' else 'model' end, "
+        "promoted_id = case when set_by = ? then model_id end, "
+        "promoted_at = case when set_by = ? then set_at end",
+        [PROMOTION_RULE] * 3,
+    )
+    # A user's choice made before this migration had replaced the rule's pick: find the channel's
+    # latest promoted fine-tune again from its job's recorded result (parsed here, not by SQLite's
+    # JSON functions, so one odd row cannot stop the migration).
+    for row in list(db.query("select team, channel from defaults where choice = 'model'")):
+        candidates = list(
+            db.query(
+                "select m.id, m.created_at, j.result from models m join jobs j on j.id = m.job_id "
+                "where m.team = ? and m.channel = ? order by m.created_at desc, m.rowid desc",
+                [row["team"], row["channel"]],
+            )
+        )
+        for candidate in candidates:
+            try:
+                promoted = bool(json.loads(candidate["result"] or "{}").get("promoted"))
+            except (ValueError, AttributeError):
+                promoted = False
+            if promoted:
+                db.execute(
+                    "update defaults set promoted_id = ?, promoted_at = ? where team = ? and channel = ?",
+                    [candidate["id"], candidate["created_at"], row["team"], row["channel"]],
+                )
+                break
 
 
 # --------------------------------------------------------------------------- conversions
@@ -897,37 +990,123 @@ class Store:
         sql += " order by created_at desc, rowid desc limit ?"
         return [_row_to_model(r) for r in self._query(sql, [*params, limit])]
 
+    # ----- the channel's current model (DefaultChoice)
+
     def set_default(self, team: str, channel: str, model_id: str | None, *, set_by: str = "") -> None:
-        """Make ``model_id`` (one of ``team``'s models) the channel's default; None clears it.
+        """A user's choice: make ``model_id`` (one of ``team``'s models) the channel's current
+        model (mode ``model``: later promotions do not replace it). None forgets the channel's
+        entry altogether (the choice and the rule's last pick): no current model until the next
+        promotion.
 
         Raises:
             ModelNotFound: the model is not one of this team's.
         """
-        with self._write() as db:
-            if model_id is None:
+        if model_id is None:
+            with self._write() as db:
                 db.execute("delete from defaults where team = ? and channel = ?", [team, channel])
-                return
-            if not list(db.query("select 1 from models where id = ? and team = ?", [model_id, team])):
-                raise ModelNotFound(f"No model {model_id!r} in this workspace.")
+            return
+        self.set_default_choice(team, channel, CHOICE_MODEL, model_id, set_by=set_by)
+
+    def set_default_choice(
+        self, team: str, channel: str, mode: str, model_id: str | None = None, *, set_by: str = ""
+    ) -> DefaultChoice:
+        """Set how the channel's current model is chosen (see :class:`DefaultChoice`), in one
+        transaction, and return the result:
+
+        * ``mode="model"``: ``model_id`` (one of ``team``'s models) is current until changed.
+        * ``mode="base"``: the base model alone answers until changed.
+        * ``mode="auto"``: the promotion rule's latest pick in this channel is current again
+          (none yet: the base model answers), and later promotions replace it.
+
+        ``set_by`` (a user id) and the time are recorded; the rule's latest pick is kept.
+
+        Raises:
+            ModelNotFound: ``mode="model"`` and the model is not one of this team's.
+            ValueError: an unknown ``mode``, or a ``model_id`` with another mode (a bug).
+        """
+        if mode not in CHOICE_MODES:
+            raise ValueError(f"mode must be one of {CHOICE_MODES}, not {mode!r}")
+        if (mode == CHOICE_MODEL) != (model_id is not None):
+            raise ValueError("model_id is needed with mode 'model' and only then")
+        with self._write() as db:
+            if mode == CHOICE_MODEL and not list(
+                db.query("select 1 from models where id = ? and team = ?", [model_id, team])
+            ):
+                raise ModelNotFound(
+                    f"No model {model_id!r} in this workspace.", hint="List models with `ftbot models`."
+                )
+            row = self._default_row(team, channel)
+            promoted_id = row.get("promoted_id") if row else None
+            current = {CHOICE_MODEL: model_id, CHOICE_AUTO: promoted_id, CHOICE_BASE: None}[mode]
             db["defaults"].upsert(  # type: ignore[union-attr]
                 {
                     "team": team,
                     "channel": channel,
-                    "model_id": model_id,
+                    "model_id": current,
                     "set_by": set_by,
                     "set_at": _iso(self._clock()),
+                    "choice": mode,
                 },
                 pk=("team", "channel"),
             )
+        return self.default_choice(team, channel)
+
+    def promote(self, team: str, channel: str, model_id: str) -> DefaultChoice:
+        """The promotion rule picked ``model_id`` (a fine-tune of this channel that was not worse
+        than its baseline). It is recorded as the channel's latest promoted model either way, and
+        becomes the current model only in mode ``auto``: a user's choice (``model`` or ``base``)
+        stands. Returns the channel's choice afterwards; ``result.model_id == model_id`` says
+        whether the model became current. Calling it again for the same model is harmless.
+
+        Raises:
+            ModelNotFound: the model is not one of this team's.
+        """
+        now = _iso(self._clock())
+        with self._write() as db:
+            if not list(db.query("select 1 from models where id = ? and team = ?", [model_id, team])):
+                raise ModelNotFound(f"No model {model_id!r} in this workspace.")
+            row = self._default_row(team, channel)
+            values: dict[str, Any] = {
+                "team": team,
+                "channel": channel,
+                "promoted_id": model_id,
+                "promoted_at": now,
+            }
+            if row is None or (row.get("choice") or CHOICE_AUTO) == CHOICE_AUTO:
+                values.update(model_id=model_id, set_by=PROMOTION_RULE, set_at=now, choice=CHOICE_AUTO)
+            db["defaults"].upsert(values, pk=("team", "channel"))  # type: ignore[union-attr]
+        return self.default_choice(team, channel)
+
+    def _default_row(self, team: str, channel: str) -> dict[str, Any] | None:
+        rows = self._query("select * from defaults where team = ? and channel = ?", [team, channel])
+        return rows[0] if rows else None
+
+    def _team_model(self, team: str, model_id: str | None) -> ModelRecord | None:
+        if not model_id:
+            return None
+        rows = self._query("select * from models where team = ? and id = ?", [team, model_id])
+        return _row_to_model(rows[0]) if rows else None
+
+    def default_choice(self, team: str, channel: str) -> DefaultChoice:
+        """The channel's :class:`DefaultChoice` (mode ``auto`` with no model when nothing was set)."""
+        row = self._default_row(team, channel)
+        if row is None:
+            return DefaultChoice(team=team, channel=channel)
+        mode = row.get("choice") or CHOICE_AUTO
+        return DefaultChoice(
+            team=team,
+            channel=channel,
+            mode=mode,
+            model=None if mode == CHOICE_BASE else self._team_model(team, row["model_id"]),
+            set_by=row["set_by"] or "",
+            set_at=_dt(row["set_at"]),
+            promoted=self._team_model(team, row.get("promoted_id")),
+        )
 
     def default_model(self, team: str, channel: str) -> ModelRecord | None:
-        """The channel's default model, or None when it has none."""
-        rows = self._query(
-            "select m.* from defaults d join models m on m.id = d.model_id and m.team = d.team "
-            "where d.team = ? and d.channel = ?",
-            [team, channel],
-        )
-        return _row_to_model(rows[0]) if rows else None
+        """The channel's current model, or None when the base model answers (nothing promoted
+        yet, or a user chose ``base``)."""
+        return self.default_choice(team, channel).model
 
     # ----- meta
 

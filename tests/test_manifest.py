@@ -108,6 +108,19 @@ def test_every_manifest_command_event_and_button_reaches_a_listener(app: App) ->
         assert _dispatch(app, action_body(action, "x"), FORM) == 200, action
 
 
+def _model_list() -> blocks.Message:
+    """The model list with a *Use* button on a model, the base model and automatic."""
+    from datetime import UTC, datetime
+
+    from engine import DefaultChoice, ModelRecord
+
+    model = ModelRecord(
+        id="ft-1", kind="local_adapter", base_model="m", job_id=None, team="T", channel="C",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    return blocks.model_list([model], DefaultChoice(team="T", channel="C", mode="base"), base_model="m")
+
+
 def test_every_button_the_app_renders_has_a_listener() -> None:
     rendered = json.dumps(
         [
@@ -115,7 +128,8 @@ def test_every_button_the_app_renders_has_a_listener() -> None:
                 {"ok": True, "stats": {"examples": 1}}, name="a.jsonl", dataset_hash="ab" * 32
             ).blocks,
             blocks.confirm_cost("ft-1", 12.5).blocks,
+            _model_list().blocks,
         ]
     )
     found = set(re.findall(r'"action_id": "([a-z_]+)"', rendered))
-    assert found <= set(ACTIONS) and found
+    assert found <= set(ACTIONS) and blocks.ACTION_USE in found

@@ -37,3 +37,40 @@ def test_bad_values_are_all_named_at_once() -> None:
         Settings.from_env({"FTBOT_OPENAI_POLL_SECONDS": "soon", "FTBOT_OPENAI_PRICES": "gpt=cheap"})
     message = str(info.value)
     assert "FTBOT_OPENAI_POLL_SECONDS" in message and "FTBOT_OPENAI_PRICES" in message
+
+
+def test_serve_max_memory_mb_is_optional_and_reaches_the_model_server(tmp_path: Path) -> None:
+    from engine.backends.local_serving import ModelServer
+
+    unset = Settings.from_env({"FTBOT_HOME": str(tmp_path), "FTBOT_SERVE_MAX_MEMORY_MB": " "})
+    assert unset.serve_max_memory_mb is None
+    capped = Settings.from_env({"FTBOT_HOME": str(tmp_path), "FTBOT_SERVE_MAX_MEMORY_MB": " 1536 "})
+    assert capped.serve_max_memory_mb == 1536.0
+    with ModelServer.from_settings(capped) as server:
+        assert server.max_memory_bytes == 1536 * 1024 * 1024  # MiB, like FTBOT_MAX_UPLOAD_MB
+    with ModelServer.from_settings(unset) as server:
+        assert server.max_memory_bytes is None  # no byte cap: only the count limits evict
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ("lots", "FTBOT_SERVE_MAX_MEMORY_MB='lots' is not a number"),
+        ("0", "FTBOT_SERVE_MAX_MEMORY_MB must be more than 0 (leave it unset for no limit)"),
+        ("-512", "FTBOT_SERVE_MAX_MEMORY_MB must be more than 0"),
+        ("nan", "FTBOT_SERVE_MAX_MEMORY_MB must be more than 0"),
+        ("inf", "FTBOT_SERVE_MAX_MEMORY_MB must be more than 0"),
+    ],
+)
+def test_a_bad_serve_max_memory_mb_is_refused_with_its_name(raw: str, says: str) -> None:
+    with pytest.raises(UsageError) as info:
+        Settings.from_env({"FTBOT_SERVE_MAX_MEMORY_MB": raw})
+    assert says in str(info.value)
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf"])
+def test_a_number_setting_must_be_finite(raw: str) -> None:
+    # float() accepts these; a NaN timeout would compare false with everything and never fire.
+    with pytest.raises(UsageError) as info:
+        Settings.from_env({"FTBOT_ASK_TIMEOUT_SECONDS": raw})
+    assert f"FTBOT_ASK_TIMEOUT_SECONDS={raw!r} is not a finite number" in str(info.value)

@@ -161,7 +161,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if summary.get("summary"):
         click.echo(f"  {summary['summary']}")
     if summary.get("model_id"):
-        promoted = "the default model here" if summary.get("promoted") else "not made the default (worse)"
+        if summary.get("promoted"):
+            promoted = "the default model here"
+        elif summary.get("verdict") == "worse":
+            promoted = "not made the default (worse)"
+        elif summary.get("verdict"):  # a user's choice stands; the promotion message said so
+            promoted = "not made the default: a user chose another; `ftbot models --use ID` switches"
+        else:
+            promoted = "not made the default"
         click.echo(f"  model: {summary['model_id']} ({promoted})")
     if summary.get("predictions"):
         click.echo(f"  predictions: {summary['predictions']}")

@@ -7,9 +7,12 @@ What it listens to (the tables :data:`COMMANDS`, :data:`EVENTS`, :data:`ACTIONS`
   (bot/slack/files.py), store and validate it (``Engine.add_dataset``), reply in the file's
   thread with the report and a Start fine-tuning button.
 * ``/finetune``: start a job (post the job card; bot/slack/progress.py edits it), or
-  ``status | list | cancel JOB | help``. ``/ask``: answer with the channel's model.
+  ``status | list | cancel JOB | help``; ``models`` (the workspace's models, the channel's current
+  one marked with who chose it) and ``use MODEL_ID|base|auto`` (change the channel's current model,
+  announced in the channel). ``/ask``: answer with the channel's model.
 * ``app_mention``: in a job's thread, ask that job's model; elsewhere, the channel's model.
-* buttons: Start fine-tuning, Cancel (owner or admin), the OpenAI cost confirmation.
+* buttons: Start fine-tuning, Cancel (owner or admin), the OpenAI cost confirmation, *Use this
+  model* on the model list (the same as ``/finetune use``).
 
 Rules this module keeps (reference/slack-platform.md):
 
@@ -20,8 +23,8 @@ Rules this module keeps (reference/slack-platform.md):
   ``(team, event_id)`` and files by ``(team, file id)`` (one upload can arrive as both
   ``message``/``file_share`` and ``file_shared``). A catch-all listener answers every other event
   and action with 200, because Bolt answers unmatched requests with 404 and Slack retries those.
-* **Who may do what.** ``FTBOT_ALLOWED_USERS`` may start jobs (empty: everyone); the owner or an
-  ``FTBOT_ADMINS`` member may cancel. Every engine call carries the request's team, so nothing
+* **Who may do what.** ``FTBOT_ALLOWED_USERS`` may start jobs and change a channel's current
+  model (empty: everyone); the owner or an ``FTBOT_ADMINS`` member may cancel. Every engine call carries the request's team, so nothing
   from another workspace is visible.
 * **Errors are private** (ack text or ``chat.postEphemeral``) and built from our own messages
   (``FtbotError.message``); an unexpected exception gives a generic reply, never its text, a
@@ -59,8 +62,10 @@ from bot.slack.parse import (
     FinetuneRequest,
     HelpRequest,
     ListRequest,
+    ModelsRequest,
     ParseError,
     StatusRequest,
+    UseRequest,
     parse_ask,
     parse_finetune,
 )
@@ -77,6 +82,10 @@ GENERIC_ERROR = "Something went wrong on my side; the admin can find the details
 NOT_ALLOWED = (
     "You are not on the list of people who may start fine-tuning jobs here (FTBOT_ALLOWED_USERS). "
     "Ask the bot's admin to add you."
+)
+NOT_ALLOWED_USE = (
+    "You are not on the list of people who may use this bot's fine-tuning commands here "
+    "(FTBOT_ALLOWED_USERS), so you cannot change this channel's model. Ask the bot's admin to add you."
 )
 DATASET_SUFFIXES = (".jsonl",)
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
@@ -366,6 +375,40 @@ class SlackBot:
             where, blocks.jobs_list(self.engine.jobs(team=where.team, channel=where.channel, limit=20))
         )
 
+    # ----- the channel's current model -----------------------------------------------------------
+
+    def list_models(self, where: Where) -> None:
+        """``/finetune models``: privately, the workspace's models with the current one marked."""
+        choice = self.engine.model_choice(where.team, where.channel)
+        message = blocks.model_list(
+            self.engine.models(where.team),
+            choice,
+            base_model=self.engine.settings.base_model,
+            channel=where.channel,
+        )
+        self.private(where, message)
+
+    def use_model(self, where: Where, choice: str) -> None:
+        """``/finetune use`` or a *Use* button: change the channel's current model and say so in
+        the channel, visibly, so the team sees who switched it. A bad id is the engine's
+        ModelNotFound (private, with how to list the models)."""
+        before = self.engine.model_choice(where.team, where.channel)
+        after = self.engine.use_model(where.team, where.channel, choice, user=where.user)
+        message = blocks.model_switched(
+            after, user=where.user, previous=before, base_model=self.engine.settings.base_model
+        )
+        try:
+            self.post(where, message)
+        except SlackApiError as exc:
+            log.info("announcing a model change failed: %s", exc.response.get("error"))
+            self.private(
+                where,
+                blocks.error(
+                    "Done: this channel's model is changed, but I cannot post here to tell the team. "
+                    "Invite me with /invite @ftbot."
+                ),
+            )
+
     # ----- /ask and mentions ---------------------------------------------------------------------
 
     def answer(self, where: Where, request: AskRequest, model: str | None = None) -> None:
@@ -388,13 +431,7 @@ class SlackBot:
         timer.daemon = True
         timer.start()
         try:
-            result = self.engine.ask(
-                request.prompt,
-                model=model or request.model,
-                team=where.team,
-                channel=where.channel,
-                compare=request.compare,
-            )
+            result = request.ask(self.engine, team=where.team, channel=where.channel, model=model)
         finally:
             timer.cancel()
             with lock:
@@ -545,6 +582,15 @@ def register(app: App, bot: SlackBot) -> None:
         elif isinstance(request, ListRequest):
             ack()
             bot.submit(bot.list_jobs, where)
+        elif isinstance(request, ModelsRequest):
+            ack()
+            bot.submit(bot.list_models, where)
+        elif isinstance(request, UseRequest):
+            if not bot.settings.may_start_jobs(where.user):
+                ack(**blocks.error(NOT_ALLOWED_USE).kwargs())
+                return
+            ack(text=f"Switching this channel's model to {blocks.escape(request.choice[:100])}…")
+            bot.submit(bot.use_model, where, request.choice)
 
     @app.command("/ask")
     def ask(ack: Callable[..., None], command: dict[str, Any]) -> None:
@@ -556,6 +602,11 @@ def register(app: App, bot: SlackBot) -> None:
             return
         if isinstance(request, HelpRequest):
             ack(**blocks.help_message("ask").kwargs())
+            return
+        try:
+            request.check(bot.engine)  # temperature / max_tokens out of range: say so at once
+        except UsageError as exc:
+            ack(**blocks.error(str(exc)).kwargs())
             return
         ack(text=f"Thinking about: {blocks.escape(request.prompt[:200])}")
         bot.submit(bot.answer, where, request)
@@ -632,6 +683,17 @@ def register(app: App, bot: SlackBot) -> None:
     def confirm_button(ack: Callable[..., None], body: dict[str, Any]) -> None:
         ack()
         bot.submit(bot.confirm_job, where_from_action(body), action_value(body))
+
+    @app.action(blocks.ACTION_USE)
+    def use_button(ack: Callable[..., None], body: dict[str, Any]) -> None:
+        ack()
+        where = where_from_action(body)
+        if not bot.settings.may_start_jobs(where.user):
+            bot.submit(lambda w: bot.private(w, blocks.error(NOT_ALLOWED_USE)), where)
+            return
+        # The list was private; the announcement goes to the channel itself, not a thread.
+        where = Where(where.team, where.channel, where.user, None, where.response_url)
+        bot.submit(bot.use_model, where, action_value(body))
 
     @app.action(re.compile(".*"))
     def other_actions(ack: Callable[..., None]) -> None:

@@ -27,7 +27,8 @@ from engine import BUILTIN_TINY, LOWER_IS_BETTER, Job, JobState, ProgressEvent
 ACTION_START = "start_finetune"
 ACTION_CANCEL = "cancel_job"
 ACTION_CONFIRM = "confirm_job"
-ACTIONS = (ACTION_START, ACTION_CANCEL, ACTION_CONFIRM)
+ACTION_USE = "use_model"  # value: a model id, "base" or "auto" (/finetune use)
+ACTIONS = (ACTION_START, ACTION_CANCEL, ACTION_CONFIRM, ACTION_USE)
 
 SECTION_LIMIT = 3000
 TINY_NOTE = (
@@ -444,11 +445,21 @@ def confirm_cost(job_id: str, cost: Any, message: str = "") -> Message:
 _INFO_ALERTS = {"promotion": ":label:"}  # alert codes that are news, not warnings
 
 
+_ESCAPED_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{2,})&gt;")
+
+
+def _escape_keep_mentions(text: str) -> str:
+    """Escape engine text but keep its user mentions (``<@U…>``, e.g. who chose a channel's
+    model) working: only that exact shape survives, so nothing else can inject markup."""
+    return _ESCAPED_MENTION.sub(r"<@\1>", escape(text))
+
+
 def alert(message: str, code: str | None = None) -> Message:
     """Something the user should know now; a warning unless its code is plain news."""
     if code in _INFO_ALERTS:
-        return Message(text=message, blocks=[section(f"{_INFO_ALERTS[code]} {escape(message)}")])
-    return Message(text=f"Alert: {message}", blocks=[section(f":warning: {escape(message)}")])
+        body = f"{_INFO_ALERTS[code]} {_escape_keep_mentions(message)}"
+        return Message(text=message, blocks=[section(body)])
+    return Message(text=f"Alert: {message}", blocks=[section(f":warning: {_escape_keep_mentions(message)}")])
 
 
 def notice(text: str) -> Message:
@@ -619,6 +630,138 @@ def final_summary(job: Job, report: Any = None, *, promoted: bool | None = None)
 
 
 # ---------------------------------------------------------------------------------------------
+# models: the registry and the channel's current model (/finetune models, /finetune use)
+
+_SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")
+
+
+def _who(user: str | None) -> str:
+    """A user for mrkdwn: a Slack user id as a mention, any other name escaped."""
+    if not user:
+        return "someone"
+    return f"<@{user}>" if _SLACK_USER.fullmatch(user) else escape(user)
+
+
+def _when(at: Any) -> str:
+    return f" on {at:%Y-%m-%d %H:%M} UTC" if hasattr(at, "strftime") else ""
+
+
+def describe_choice(choice: Any, *, base_model: str) -> str:
+    """The channel's current model and who chose it, as one mrkdwn phrase. ``choice`` is the
+    engine's ``DefaultChoice`` (``Engine.model_choice``)."""
+    base = f"the base model `{escape(base_model)}`"
+    if choice.mode == "base":
+        return f"{base} alone, chosen by {_who(choice.chooser)}{_when(choice.set_at)}"
+    if choice.mode == "model" and choice.model is not None:
+        return f"`{escape(choice.model.id)}`, chosen by {_who(choice.chooser)}{_when(choice.set_at)}"
+    if choice.model is None:
+        text = f"{base}: no fine-tune has been promoted in this channel yet (automatic)"
+    else:
+        text = (
+            f"`{escape(choice.model.id)}`, chosen by the promotion rule (automatic: the latest fine-tune "
+            "here that was not worse than its baseline; later ones replace it)"
+        )
+    if choice.chooser:
+        text += f"; {_who(choice.chooser)} switched to automatic{_when(choice.set_at)}"
+    return text
+
+
+def _short_choice(choice: Any, *, base_model: str) -> str:
+    if choice.mode == "base":
+        return f"the base model `{escape(base_model)}`, chosen by {_who(choice.chooser)}"
+    if choice.model is None:
+        return f"the base model `{escape(base_model)}`, nothing being promoted yet"
+    by = "the promotion rule" if choice.mode == "auto" else _who(choice.chooser)
+    return f"`{escape(choice.model.id)}`, chosen by {by}"
+
+
+def model_list(
+    models: Sequence[Any],
+    choice: Any,
+    *,
+    base_model: str,
+    channel: str | None = None,
+    limit: int = 20,
+) -> Message:
+    """``/finetune models``: the workspace's models (id, kind, verdict, created, base; newest
+    first), the channel's current one marked with who chose it, and a *Use* button on every
+    other choice (a model, the base model, automatic)."""
+    current_id = choice.model_id
+    blocks: list[dict[str, Any]] = [
+        header("Models in this workspace"),
+        section(f"*Current model in this channel:* {describe_choice(choice, base_model=base_model)}"),
+    ]
+    if not models:
+        blocks.append(
+            section("No fine-tuned models yet: upload a `.jsonl` dataset here, then type `/finetune`.")
+        )
+    for model in models[:limit]:
+        emoji, verdict = VERDICTS.get(str(model.verdict), (":grey_question:", "not evaluated"))
+        created = f"{model.created_at:%Y-%m-%d %H:%M}" if model.created_at else "?"
+        mine = model.id == current_id
+        line = f"`{escape(model.id)}`" + (" *(current)*" if mine else "")
+        line += f" · {escape(model.kind)} · {verdict} {emoji} · created {created} UTC"
+        line += f" · base {escape(model.base_model)}"
+        if model.channel and channel is not None and model.channel != channel:
+            line += f" · from <#{escape(model.channel)}>"
+        block = section(line)
+        if not mine:
+            block["accessory"] = button("Use this model", ACTION_USE, model.id)
+        blocks.append(block)
+    if len(models) > limit:
+        blocks.append(
+            context(f"…and {len(models) - limit} older ones: `/finetune use MODEL_ID` takes any of them.")
+        )
+    base = section(
+        f"*Base model* `{escape(base_model)}` alone" + (" *(current)*" if choice.mode == "base" else "")
+    )
+    if choice.mode != "base":
+        base["accessory"] = button("Use the base model", ACTION_USE, "base")
+    auto = section(
+        "*Automatic*: the latest fine-tune of this channel that was not worse than its baseline; "
+        "each later one replaces it" + (" *(current)*" if choice.mode == "auto" else "")
+    )
+    if choice.mode != "auto":
+        auto["accessory"] = button("Use automatic", ACTION_USE, "auto")
+    blocks += [
+        base,
+        auto,
+        context(
+            "Change it with `/finetune use MODEL_ID|base|auto` (anyone allowed to use this bot); "
+            "the change is announced in the channel. `/ask model=ID` asks any model once."
+        ),
+    ]
+    text = f"{len(models)} model(s); current here: {_short_choice(choice, base_model=base_model)}"
+    return Message(text=text, blocks=blocks)
+
+
+def model_switched(choice: Any, *, user: str, previous: Any, base_model: str) -> Message:
+    """Posted in the channel, visible to everyone, when a user changes its current model."""
+    was = _short_choice(previous, base_model=base_model)
+    if choice.mode == "auto":
+        now = (
+            f"`{escape(choice.model.id)}` (the latest promoted fine-tune) answers /ask now"
+            if choice.model is not None
+            else f"the base model `{escape(base_model)}` answers /ask until a fine-tune is promoted"
+        )
+        text = (
+            f"{_who(user)} handed this channel's model back to the promotion rule: {now}, and each "
+            f"later fine-tune that is not worse than its baseline replaces it. Before: {was}."
+        )
+    else:
+        what = (
+            f"the base model `{escape(base_model)}` alone"
+            if choice.mode == "base"
+            else f"`{escape(choice.model_id)}`"
+        )
+        text = (
+            f"{_who(user)} made {what} this channel's model for /ask. New fine-tunes will not replace "
+            f"it until someone types `/finetune use auto`. Before: {was}."
+        )
+    return Message(text=text, blocks=[section(f":label: {text}")])
+
+
+# ---------------------------------------------------------------------------------------------
 # ask, help, errors
 
 
@@ -649,6 +792,8 @@ def ask_answer(answer: Any, *, prompt: str, user: str | None = None) -> Message:
         ctx += f" (base {escape(base_model)})"
     if d.get("note"):
         ctx += f" · {escape(d['note'])}"
+    if base is not None and base.get("note"):
+        ctx += f" · base model: {escape(base['note'])}"
     note = model_note(str(base_model or "")) or model_note(model)
     if note:
         ctx += f" · {note}"
@@ -657,12 +802,14 @@ def ask_answer(answer: Any, *, prompt: str, user: str | None = None) -> Message:
 
 
 def help_message(topic: str = "finetune") -> Message:
-    from bot.slack.parse import ASK_USAGE, FINETUNE_USAGE, accepted_finetune_keys
+    from bot.slack.parse import ASK_KEYS, ASK_USAGE, FINETUNE_USAGE, accepted_finetune_keys
 
     if topic == "ask":
         body = (
-            f"*Ask a model*\n{ASK_USAGE}\n• `model=ID` picks a model (default: the channel's current one)\n"
-            "• `compare` shows the base model's answer next to the fine-tuned one\n"
+            f"*Ask a model*\n{ASK_USAGE}\n"
+            + "".join(f"• `{key}=` {what}\n" for key, what in ASK_KEYS.items())
+            + "• `compare` shows the base model's answer next to the fine-tuned one\n"
+            "An answer cut at the token or time limit says so.\n"
             "In a job's thread, mention me (`@ftbot question`) to ask that job's model."
         )
         return Message(text="How to use /ask", blocks=[section(body)])
@@ -671,7 +818,12 @@ def help_message(topic: str = "finetune") -> Message:
         "1. Upload a `.jsonl` file of chat examples here; I check it and reply in its thread.\n"
         "2. Press *Start fine-tuning*, or type " + FINETUNE_USAGE + ".\n"
         "3. Follow the job in its thread: estimate, baseline, progress, chart, evaluation, verdict.\n"
-        "4. `/ask your question` uses the channel's current model."
+        "4. `/ask your question` uses the channel's current model: the latest fine-tune that was not "
+        "worse than its baseline, unless someone chose another.\n"
+        "5. `/finetune models` lists the models and says who chose the current one; "
+        "`/finetune use MODEL_ID` makes any of them the channel's model, `/finetune use base` the base "
+        "model alone, `/finetune use auto` goes back to the latest promoted fine-tune. While someone's "
+        "choice stands, new fine-tunes do not replace it. Changes are announced in the channel."
     )
     return Message(
         text="How to use /finetune", blocks=[section(body), section("*Options*\n" + accepted_finetune_keys())]
@@ -689,6 +841,7 @@ def error(text: str) -> Message:
 
 _MRKDWN = [
     (re.compile(r"<@([^>|]+)(?:\|[^>]*)?>"), r"@\1"),
+    (re.compile(r"<#([^>|]+)(?:\|[^>]*)?>"), r"#\1"),
     (re.compile(r"<(https?://[^|>]+)\|([^>]+)>"), r"\2 (\1)"),
     (
         re.compile(
@@ -721,6 +874,9 @@ def to_plain(message: Message) -> str:
         elif kind == "section":
             if block.get("text"):
                 out.append(_plain(block["text"]["text"]))
+            accessory = block.get("accessory") or {}
+            if accessory.get("action_id") == ACTION_USE:
+                out.append(f"  → use it with: /finetune use {accessory['value']}")
             for f in block.get("fields") or []:
                 label, _, value = _plain(f["text"]).partition("\n")
                 out.append(f"  {label}: {value.replace(chr(10), ' · ')}" if value else f"  {label}")

@@ -5,7 +5,8 @@ Grammar (DESIGN.md, "Slash command arguments are key=value words"):
     /finetune [DATASET] [backend=local|openai] [base=MODEL] [epochs=N] [lr=X] [r=N]
               [target=MODULES] [metric=NAME] [eval=DATASET]
     /finetune status [JOB] | list | cancel JOB | help
-    /ask [model=ID] [compare] QUESTION
+    /finetune models | use MODEL_ID|base|auto
+    /ask [model=ID] [temperature=X] [max_tokens=N] [compare] QUESTION
     /ask help
 
 Anything else gives a :class:`ParseError` whose message says what was wrong and lists what is
@@ -21,7 +22,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import unescape
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine import UsageError
 
@@ -39,15 +40,29 @@ FINETUNE_KEYS: dict[str, str] = {
     "metric": "the metric to judge by: mae, field_accuracy, accuracy or token_f1",
     "eval": "a dataset to evaluate on instead of a held-out split",
 }
-FINETUNE_SUBCOMMANDS = ("status", "list", "cancel", "help")
-ASK_KEYS: dict[str, str] = {"model": "a model id from `/finetune list` or `ftbot models`"}
+FINETUNE_SUBCOMMANDS = ("status", "list", "cancel", "help", "models", "use")
+# What `/finetune use` accepts (Engine.use_model): a model id, or one of these words.
+USE_CHOICES: dict[str, str] = {
+    "MODEL_ID": "a model id from `/finetune models`: it answers /ask here until someone changes it",
+    "base": "the base model alone, until someone changes it",
+    "auto": "the promotion rule: the latest fine-tune of this channel that was not worse than its "
+    "baseline, replaced by each later one",
+}
+USE_USAGE = "`/finetune use MODEL_ID|base|auto`"
+# The leading key=value words /ask reads (their ranges are the engine's: Engine.check_ask_options).
+ASK_KEYS: dict[str, str] = {
+    "model": "a model id from `/finetune models` or `ftbot models`, or `base` (default: the channel's current model)",
+    "temperature": "a number from 0 to 2; 0, the default, answers greedily (the same answer every time)",
+    "max_tokens": "the longest answer in tokens, a whole number from 1 to this bot's limit (the default)",
+}
 
 FINETUNE_USAGE = (
     "`/finetune [dataset] [backend=local|openai] [base=MODEL] [epochs=N] [lr=X] [r=N] "
     "[target=MODULES] [metric=NAME] [eval=DATASET]`, or `/finetune status [JOB]`, "
-    "`/finetune list`, `/finetune cancel JOB`, `/finetune help`"
+    "`/finetune list`, `/finetune cancel JOB`, `/finetune models`, `/finetune use MODEL_ID|base|auto`, "
+    "`/finetune help`"
 )
-ASK_USAGE = "`/ask [model=ID] [compare] your question`"
+ASK_USAGE = "`/ask [model=ID] [temperature=X] [max_tokens=N] [compare] your question`"
 
 
 class ParseError(UsageError):
@@ -93,6 +108,19 @@ class CancelRequest:
 
 
 @dataclass(frozen=True)
+class ModelsRequest:
+    """``/finetune models``: the workspace's models, the channel's current one marked."""
+
+
+@dataclass(frozen=True)
+class UseRequest:
+    """``/finetune use MODEL_ID|base|auto``: change the channel's current model
+    (``choice`` as typed; the engine checks it: Engine.use_model)."""
+
+    choice: str
+
+
+@dataclass(frozen=True)
 class HelpRequest:
     topic: str = "finetune"
 
@@ -102,9 +130,31 @@ class AskRequest:
     prompt: str
     model: str | None = None
     compare: bool = False
+    temperature: float | None = None  # None: the engine's default (greedy)
+    max_tokens: int | None = None  # None: the engine's default (the bot's limit)
+
+    def check(self, engine: Engine) -> None:
+        """Raise the engine's UsageError now when ``temperature`` or ``max_tokens`` is out of
+        range (the Slack app calls this before it acknowledges the command)."""
+        engine.check_ask_options(temperature=self.temperature, max_tokens=self.max_tokens)
+
+    def ask(self, engine: Engine, *, team: str, channel: str, model: str | None = None) -> Any:
+        """Ask ``engine`` this question; ``model`` (a job thread's model) overrides the request's.
+        Returns what :meth:`Engine.ask` returns, so Slack and the console ask alike."""
+        return engine.ask(
+            self.prompt,
+            model=model or self.model,
+            team=team,
+            channel=channel,
+            compare=self.compare,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+        )
 
 
-FinetuneCommand = FinetuneRequest | StatusRequest | ListRequest | CancelRequest | HelpRequest
+FinetuneCommand = (
+    FinetuneRequest | StatusRequest | ListRequest | CancelRequest | HelpRequest | ModelsRequest | UseRequest
+)
 
 
 def _words(text: str) -> list[str]:
@@ -147,6 +197,11 @@ def accepted_finetune_keys() -> str:
     return "\n".join(f"• `{key}=` {what}" for key, what in option_table())
 
 
+def accepted_use_choices() -> str:
+    """What `/finetune use` accepts, for help texts and errors."""
+    return "; ".join(f"`{word}` ({what})" for word, what in USE_CHOICES.items()) + "."
+
+
 def parse_finetune(text: str) -> FinetuneCommand:
     """Parse ``/finetune`` text.
 
@@ -162,6 +217,17 @@ def parse_finetune(text: str) -> FinetuneCommand:
             if rest:
                 raise ParseError(f"`/finetune list` takes no arguments. Usage: {FINETUNE_USAGE}.")
             return ListRequest()
+        if sub == "models":
+            if rest:
+                raise ParseError(f"`/finetune models` takes no arguments. Usage: {FINETUNE_USAGE}.")
+            return ModelsRequest()
+        if sub == "use":
+            if len(rest) != 1:
+                raise ParseError(
+                    f"`/finetune use` needs exactly one of: {accepted_use_choices()}",
+                    hint=f"Usage: {USE_USAGE}; `/finetune models` lists the models.",
+                )
+            return UseRequest(rest[0])
         if sub == "status":
             if len(rest) > 1:
                 raise ParseError(f"`/finetune status` takes at most one job id. Usage: {FINETUNE_USAGE}.")
@@ -213,32 +279,63 @@ def parse_finetune(text: str) -> FinetuneCommand:
 
 
 def parse_ask(text: str) -> AskRequest | HelpRequest:
-    """Parse ``/ask`` text: leading ``model=ID`` and ``compare`` words, then the question.
+    """Parse ``/ask`` text: leading ``model=ID``, ``temperature=X``, ``max_tokens=N`` and
+    ``compare`` words (any order), then the question.
 
     The question keeps the user's own spacing and quotes; only the leading words are parsed, and
-    any other ``key=value`` word is part of the question (``x=3, what is x+1?``).
+    any other ``key=value`` word is part of the question (``x=3, what is x+1?``), as is everything
+    after the first word that is not an option. Values are checked for their type here (a number,
+    a whole number); their ranges are the engine's (:meth:`Engine.check_ask_options`).
 
     Raises:
-        ParseError: options but no question, or ``model=`` without a value.
+        ParseError: options but no question, an option without a value or given twice, or a
+            value that is not a number; the message says what is accepted.
     """
     rest = unescape(text or "").strip()
-    model: str | None = None
+    found: dict[str, str] = {}
     compare = False
     while rest:
-        head, _, tail = rest.partition(" ")
-        lowered = head.lower()
-        if lowered == "compare":
+        parts = rest.split(None, 1)
+        head, tail = parts[0], (parts[1] if len(parts) > 1 else "")
+        key, sep, value = head.partition("=")
+        key = key.lower().replace("-", "_")
+        if head.lower() == "compare":
             compare = True
-        elif "=" in head and head.split("=", 1)[0].lower() in ASK_KEYS:
-            value = head.split("=", 1)[1]
+        elif sep and key in ASK_KEYS:
+            if key in found:
+                raise ParseError(f"`{key}=` is given twice. Usage: {ASK_USAGE}.")
             if not value:
-                raise ParseError(f"`model=` needs a model id. Usage: {ASK_USAGE}.")
-            model = value
+                raise ParseError(f"`{key}=` needs a value: {ASK_KEYS[key]}. Usage: {ASK_USAGE}.")
+            found[key] = value
         else:
             break
         rest = tail.strip()
-    if not rest or (rest.lower() == "help" and model is None and not compare):
-        if not rest and (model or compare):
+    if not rest or (rest.lower() == "help" and not found and not compare):
+        if not rest and (found or compare):
             raise ParseError(f"What is the question? Usage: {ASK_USAGE}.")
         return HelpRequest("ask")
-    return AskRequest(prompt=rest, model=model, compare=compare)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    if "temperature" in found:
+        try:
+            temperature = float(found["temperature"])
+        except ValueError:
+            raise ParseError(
+                f"`temperature={found['temperature']}` is not a number; temperature takes "
+                f"{ASK_KEYS['temperature']}. Usage: {ASK_USAGE}."
+            ) from None
+    if "max_tokens" in found:
+        try:
+            max_tokens = int(found["max_tokens"])
+        except ValueError:
+            raise ParseError(
+                f"`max_tokens={found['max_tokens']}` is not a whole number; max_tokens takes "
+                f"{ASK_KEYS['max_tokens']}. Usage: {ASK_USAGE}."
+            ) from None
+    return AskRequest(
+        prompt=rest,
+        model=found.get("model"),
+        compare=compare,
+        temperature=temperature,
+        max_tokens=max_tokens,
+    )

@@ -53,7 +53,8 @@ from engine.settings import BUILTIN_TINY
 
 log = logging.getLogger(__name__)
 
-FinishReason = Literal["stop", "length", "time", "context"]
+# "content_filter" only comes from OpenAI (engine/openai_pipeline.py answers with the same Answer).
+FinishReason = Literal["stop", "length", "time", "context", "content_filter"]
 Message = Mapping[str, Any]
 
 # End-of-turn markers of common chat templates. Generation stops at any that the vocabulary has,
@@ -84,7 +85,8 @@ class Answer:
     ``model`` is the caller's label for the model (a registry id, or ``base:<name>``);
     ``adapter`` is the adapter directory or None for the base model itself. ``finish_reason`` is
     ``stop`` (EOS), ``length`` (max new tokens), ``time`` (wall-clock limit) or ``context`` (the
-    model's context length); any but ``stop`` comes with a human-readable ``note``.
+    model's context length), or for OpenAI models ``content_filter``; any but ``stop`` comes with a
+    human-readable ``note`` (:func:`cut_note`).
     ``seconds`` is the wall time of the batched generation that produced it, ``batch_size`` how
     many requests shared that generation.
     """
@@ -574,12 +576,34 @@ def _adapter_chat_template(path: str) -> str | None:
 
 
 def _cut_note(answer: Generation, *, max_new_tokens: int, timeout: float, context: int) -> str | None:
-    if answer.finish_reason == "length":
+    return cut_note(answer.finish_reason, max_new_tokens=max_new_tokens, timeout=timeout, context=context)
+
+
+def cut_note(
+    finish_reason: str,
+    *,
+    max_new_tokens: int,
+    timeout: float | None = None,
+    context: int | None = None,
+) -> str | None:
+    """The note an :class:`Answer` cut short carries (None for ``stop``): the one wording for
+    local and OpenAI answers. ``content_filter`` is OpenAI's filter withholding part of it."""
+    if finish_reason == "length":
         return f"Answer cut at the {max_new_tokens}-token limit."
-    if answer.finish_reason == "time":
-        return f"Answer cut at the {timeout:g}-second time limit."
-    if answer.finish_reason == "context":
-        return f"Answer cut at the model's context length ({context} tokens)."
+    if finish_reason == "time":
+        return (
+            f"Answer cut at the {timeout:g}-second time limit."
+            if timeout
+            else "Answer cut at the time limit."
+        )
+    if finish_reason == "context":
+        return (
+            f"Answer cut at the model's context length ({context} tokens)."
+            if context
+            else "Answer cut at the model's context length."
+        )
+    if finish_reason == "content_filter":
+        return "OpenAI's content filter cut or withheld the answer."
     return None
 
 
@@ -647,11 +671,14 @@ class ModelServer:
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> ModelServer:
-        """A server configured from :class:`engine.settings.Settings` (serve_* and ask_* fields)."""
+        """A server configured from :class:`engine.settings.Settings` (serve_* and ask_* fields;
+        ``serve_max_memory_mb`` is in MiB, None for no byte cap)."""
+        memory_mb = settings.serve_max_memory_mb
         kwargs: dict[str, Any] = {
             "builtin_dir": settings.builtin_dir,
             "max_bases": settings.serve_max_bases,
             "max_adapters": settings.serve_max_adapters,
+            "max_memory_bytes": None if memory_mb is None else int(memory_mb * 1024 * 1024),
             "timeout_seconds": settings.ask_timeout_seconds,
             "max_new_tokens": settings.ask_max_new_tokens,
         }

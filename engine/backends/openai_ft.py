@@ -52,6 +52,8 @@ Public surface (what service / scheduler / worker wire up)::
     tuner.find_remote_job(job_id) -> str | None    the remote job whose metadata names job_id.
     tuner.generate(model, conversations, *, max_new_tokens, temperature=0.0, concurrency=8)
         -> list[str]    chat completions, in order, at most ``concurrency`` at a time.
+    tuner.generate_detailed(...same...) -> list[Completion]    the same requests, each with
+        OpenAI's ``finish_reason`` ("length": cut at max_new_tokens) and ``usage.completion_tokens``.
 
     looks_like_openai_model(name) -> bool    "ft:...", "gpt-...", "o4-mini": route /ask here.
 
@@ -274,6 +276,20 @@ class PollResult:
     @property
     def succeeded(self) -> bool:
         return self.done and self.status == "succeeded"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One chat completion as OpenAI reported it (:meth:`OpenAIFineTuner.generate_detailed`).
+
+    ``finish_reason`` is OpenAI's own: ``stop``, ``length`` (cut at ``max_completion_tokens``),
+    ``content_filter``, ``tool_calls``... (``stop`` when OpenAI gave none). ``completion_tokens``
+    is ``usage.completion_tokens``, or None when the response had no usage (then estimate).
+    """
+
+    text: str
+    finish_reason: str
+    completion_tokens: int | None
 
 
 @dataclass
@@ -1035,6 +1051,32 @@ class OpenAIFineTuner:
     ) -> list[str]:
         """One chat completion per conversation, answers in the same order, at most
         ``concurrency`` requests at a time; 429/5xx/network errors are retried with backoff.
+        The answers' texts only (evaluation); :meth:`generate_detailed` has the rest.
+
+        Raises:
+            RemoteError: a request still failed (the first failure, in order, is raised).
+        """
+        completions = self.generate_detailed(
+            model,
+            conversations,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            concurrency=concurrency,
+        )
+        return [c.text for c in completions]
+
+    def generate_detailed(
+        self,
+        model: str,
+        conversations: Sequence[Sequence[Mapping[str, Any]]],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        concurrency: int = 8,
+    ) -> list[Completion]:
+        """Like :meth:`generate`, with each answer's finish reason and completion tokens as
+        OpenAI reported them (:class:`Completion`); ``max_new_tokens`` is sent as
+        ``max_completion_tokens``.
 
         Raises:
             RemoteError: a request still failed (the first failure, in order, is raised).
@@ -1042,7 +1084,7 @@ class OpenAIFineTuner:
         if not conversations:
             return []
 
-        def one(messages: Sequence[Mapping[str, Any]]) -> str:
+        def one(messages: Sequence[Mapping[str, Any]]) -> Completion:
             response = self._call(
                 lambda: self._client.chat.completions.create(
                     model=model,
@@ -1054,10 +1096,15 @@ class OpenAIFineTuner:
                 retry_transient=True,
                 model=model,
             )
+            usage = getattr(response, "usage", None)
+            tokens = getattr(usage, "completion_tokens", None) if usage is not None else None
+            tokens = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
             if not response.choices:
-                return ""
-            message = response.choices[0].message
-            return message.content or getattr(message, "refusal", None) or ""
+                return Completion("", "stop", tokens)
+            choice = response.choices[0]
+            message = choice.message
+            text = (message.content if message else None) or getattr(message, "refusal", None) or ""
+            return Completion(text, str(choice.finish_reason or "stop"), tokens)
 
         workers = max(1, min(concurrency, len(conversations)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openai-generate") as pool:

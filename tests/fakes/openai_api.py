@@ -9,7 +9,11 @@ It imitates the parts ftbot uses, with OpenAI's JSON shapes and error bodies:
   job's script), ``.../events`` and ``.../checkpoints`` (newest first, ``after`` pages to older
   ones, like OpenAI), ``POST .../cancel``
 - ``POST /v1/chat/completions``: ``answer(model, messages) -> str`` decides, so a test can make
-  the base model and the ``ft:`` model answer differently.
+  the base model and the ``ft:`` model answer differently. The fake counts one token per
+  whitespace-separated word: an answer longer than ``max_completion_tokens`` (or ``max_tokens``)
+  is cut there with ``finish_reason`` "length", and ``usage`` reports the counts (``send_usage =
+  False`` leaves usage out; ``finish_reason`` forces another reason). ``ft:`` models answer only
+  when a fake job made them or :meth:`FakeOpenAI.add_model` named them.
 
 Failures are injected with :meth:`FakeOpenAI.fail` (any status and error body, ``Retry-After``,
 or a dropped connection), and with ``allow_fine_tuning`` / ``fine_tunable_models`` /
@@ -142,6 +146,9 @@ class FakeOpenAI:
         self.allow_fine_tuning = True
         self.fine_tunable_models: frozenset[str] | None = DEFAULT_FINE_TUNABLE
         self.answer: Callable[[str, list[dict[str, Any]]], str] = self._default_answer
+        self.models: set[str] = set()  # extra "ft:" models that chat completions know (add_model)
+        self.send_usage = True
+        self.finish_reason: str | None = None  # forced finish_reason of every completion
         self._failures: list[_Failure] = []
         self._counter = 0
         self._lock = threading.RLock()
@@ -230,6 +237,11 @@ class FakeOpenAI:
         """Recorded requests with this method whose path matches the regex ``path`` (fullmatch)."""
         pattern = re.compile(path)
         return [r for r in self.requests if r.method == method.upper() and pattern.fullmatch(r.path)]
+
+    def add_model(self, name: str) -> None:
+        """Make ``name`` (an "ft:..." model) answer chat completions without a fake job."""
+        with self._lock:
+            self.models.add(name)
 
     def add_frames(self, remote_id: str, frames: Sequence[Frame]) -> None:
         with self._lock:
@@ -480,7 +492,7 @@ class FakeOpenAI:
         with self._lock:
             known = {
                 job.record["fine_tuned_model"] for job in self.jobs.values() if job.record["fine_tuned_model"]
-            }
+            } | self.models
             completion_id = self._next_id("chatcmpl")
         if model.startswith("ft:") and model not in known:
             return (
@@ -491,7 +503,21 @@ class FakeOpenAI:
                 ),
                 {},
             )
-        text = self.answer(model, body.get("messages") or [])
+        messages = body.get("messages") or []
+        text = self.answer(model, messages)
+        words = text.split()
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        finish_reason = "stop"
+        if isinstance(limit, int) and len(words) > limit:
+            words, finish_reason = words[:limit], "length"
+            text = " ".join(words)
+        finish_reason = self.finish_reason or finish_reason
+        prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(words),
+            "total_tokens": prompt_tokens + len(words),
+        }
         return (
             200,
             {
@@ -503,11 +529,11 @@ class FakeOpenAI:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": text, "refusal": None},
-                        "finish_reason": "stop",
+                        "finish_reason": finish_reason,
                         "logprobs": None,
                     }
                 ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                **({"usage": usage} if self.send_usage else {}),
             },
             {},
         )

@@ -65,6 +65,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,10 @@ LEASE_STALE_SECONDS = 120.0
 # evaluating a remote job are tried again this many times (with backoff) before the job fails.
 MAX_RETRIES = 8
 _RETRYABLE_CODES = frozenset({"connection_error", "server_error", "rate_limit_exceeded", "internal_error"})
+# /ask: the finish reasons an OpenAI answer keeps (any other one is "stop"), and the note of an
+# answer whose stream broke off part-way (the others come from local_serving.cut_note).
+_CUT_REASONS = frozenset({"length", "content_filter", "time", "interrupted"})
+INTERRUPTED_NOTE = "Answer incomplete: the connection to OpenAI broke off part-way. Ask again for the whole answer."
 
 
 def is_openai_model(name: str | None) -> bool:
@@ -796,7 +801,20 @@ class OpenAIPipeline:
         is sent as ``max_completion_tokens``. The answer reports what OpenAI said: its
         ``finish_reason`` (``length``: cut at the limit, ``content_filter``; both with the same
         ``note`` as a local answer cut short) and ``usage.completion_tokens`` as ``tokens`` (an
-        estimate only when the response carries no usage)."""
+        estimate only when the response carries no usage).
+
+        Time limit (``settings.ask_timeout_seconds``, FTBOT_ASK_TIMEOUT_SECONDS, as for local
+        models): each answer is a streamed chat completion (``tuner.stream_answer``) that stops
+        at the limit; the text so far comes back with ``finish_reason`` ``time`` and the local
+        note ("Answer cut at the N-second time limit."). A stream that broke off part-way gives
+        ``finish_reason`` ``interrupted`` and :data:`INTERRUPTED_NOTE`. With ``compare`` both
+        models are asked at once, each within the limit, so the whole call takes about the limit
+        at most (``Engine.ask``'s callers wait the limit + 30 s).
+
+        Raises:
+            GenerationError: a model sent nothing within the time limit.
+            RemoteError: OpenAI refused or failed before any text came (after retries that fit
+                in the time limit)."""
         from engine.backends.local_serving import Answer, cut_note
         from engine.backends.openai_ft import estimate_tokens
 
@@ -808,14 +826,17 @@ class OpenAIPipeline:
         messages.append({"role": "user", "content": prompt})
         tuner = self.tuner()
         limit = int(max_tokens if max_tokens is not None else self.settings.ask_max_new_tokens)
+        timeout = float(self.settings.ask_timeout_seconds)
 
         def one(model: str, label: str) -> Answer:
             started = time.monotonic()
-            (done,) = tuner.generate_detailed(
-                model, [messages], max_new_tokens=limit, temperature=temperature
+            done = tuner.stream_answer(
+                model, messages, max_new_tokens=limit, temperature=temperature, timeout=timeout
             )
             # OpenAI's other reasons (tool_calls, function_call) do not apply: no tools are sent.
-            reason = done.finish_reason if done.finish_reason in ("length", "content_filter") else "stop"
+            reason = done.finish_reason if done.finish_reason in _CUT_REASONS else "stop"
+            if reason == "interrupted":
+                log.warning("An answer from %s broke off: %s", model, done.error)
             tokens = (
                 done.completion_tokens if done.completion_tokens is not None else estimate_tokens(done.text)
             )
@@ -827,13 +848,21 @@ class OpenAIPipeline:
                 tokens=tokens,
                 finish_reason=reason,  # type: ignore[arg-type]
                 seconds=time.monotonic() - started,
-                note=cut_note(reason, max_new_tokens=limit),
+                note=(
+                    INTERRUPTED_NOTE
+                    if reason == "interrupted"
+                    else cut_note(reason, max_new_tokens=limit, timeout=timeout)
+                ),
             )
 
-        tuned = one(record.remote_name or record.id, record.id)
         if not compare:
-            return tuned
-        return one(record.base_model, f"base:{record.base_model}"), tuned
+            return one(record.remote_name or record.id, record.id)
+        # Both sides at once, each within the time limit: the pair takes the limit at most, not
+        # twice it. A side that fails raises its error (after the other side has ended).
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="openai-compare") as pool:
+            tuned_f = pool.submit(one, record.remote_name or record.id, record.id)
+            base_f = pool.submit(one, record.base_model, f"base:{record.base_model}")
+            return base_f.result(), tuned_f.result()
 
 
 def _write_jsonl(path: Path, examples: Sequence[Sequence[Mapping[str, Any]]]) -> Path:

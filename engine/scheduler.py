@@ -18,7 +18,10 @@ One tick:
    workers; OpenAI jobs are driven in this process by pollers (below), never by the queue.
 3. **Relay** new events from SQLite (written by the workers) to each job's sink, through a
    :class:`~engine.progress.ThrottledSink` per job. The relay cursor is kept in the database, so
-   events written while the bot was down reach their cards after a restart.
+   events written while the bot was down reach their cards after a restart. The cursor says what
+   was *handed over*, not what reached the user: a sink that shows events on its own thread (the
+   Slack cards) keeps a per-job delivery record (``Engine.set_delivered_seq``) and replays what
+   it never showed after a restart (bot/slack/progress.py says why the relay is not the place).
 
 :class:`Scheduler` also runs **pollers** (:meth:`Scheduler.add_poller`): periodic work of backends
 driven in-process, such as the OpenAI pipeline (engine/openai_pipeline.py).

@@ -101,6 +101,7 @@ class Engine:
         self.openai = OpenAIPipeline.install(self)
         self._server: Any = None
         self._server_lock = threading.Lock()
+        self._start_hooks: list[Callable[[], None]] = []
         self._stop_hooks: list[Callable[[], None]] = []
 
     # ----------------------------------------------------------------- lifecycle
@@ -110,6 +111,8 @@ class Engine:
         ``run_queue=False``: only the remote backends' pollers (a CLI following one remote job)."""
         self.scheduler.start(run_queue=run_queue)
         self.openai.recover()
+        for hook in list(self._start_hooks):
+            hook()
 
     def stop(self) -> None:
         """Stop the scheduler (running workers keep going; a restart follows them again), then
@@ -118,6 +121,12 @@ class Engine:
         self.scheduler.stop()
         for hook in list(self._stop_hooks):
             hook()
+
+    def add_start_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` each time the engine starts, once the scheduler runs: a display that
+        tracks what it has shown catches up there on what a previous process never showed (the
+        Slack cards, see :meth:`undelivered_jobs`). It must not block for long."""
+        self._start_hooks.append(hook)
 
     def add_stop_hook(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` each time the engine stops, after the last event was relayed and before
@@ -370,6 +379,25 @@ class Engine:
         job = self.store.update_job(job_id, reply_to=dict(reply_to))
         self.dispatcher.refresh_sink(job_id)
         return job
+
+    # A sink that shows events on its own thread (the Slack cards) is handed an event before it
+    # has shown it, so the relay's cursor cannot say what reached the user. Such a sink records
+    # per job how far it really got; after a restart it replays what it never showed and skips
+    # what it showed already (bot/slack/progress.py). The engine only keeps the number.
+
+    def delivered_seq(self, job_id: str) -> int | None:
+        """The last of ``job_id``'s events (its ``seq``) a display recorded as shown; None when
+        none was recorded (the job is not tracked)."""
+        return self.store.delivered_seq(job_id)
+
+    def set_delivered_seq(self, job_id: str, seq: int) -> int:
+        """Record that ``job_id``'s events up to ``seq`` were shown (never moves back); the job is
+        tracked from then on. Returns the stored value."""
+        return self.store.set_delivered_seq(job_id, seq)
+
+    def undelivered_jobs(self, *, limit: int = 200) -> list[Job]:
+        """Tracked jobs with events after the one recorded as shown, oldest first."""
+        return self.store.undelivered_jobs(limit=limit)
 
     def evaluation(self, job_id: str, *, team: str | None = None) -> dict[str, Any] | None:
         """The job's evaluation report (``engine.evaluate.build_report`` dict), or None."""

@@ -322,6 +322,16 @@ def _m0004_default_choice(db: sqlite_utils.Database) -> None:
                 break
 
 
+@MIGRATIONS(name="0005_deliveries")
+def _m0005_deliveries(db: sqlite_utils.Database) -> None:
+    # How far a display that shows a job's events on its own thread (the Slack card) has really
+    # shown them: the relay's cursor only says what was handed over. No rows for older jobs: a
+    # job without a row is not caught up after a restart (nothing to replay twice).
+    db["deliveries"].create(  # type: ignore[union-attr]
+        {"job_id": str, "seq": int, "updated_at": str}, pk="job_id"
+    )
+
+
 # --------------------------------------------------------------------------- conversions
 
 
@@ -926,6 +936,38 @@ class Store:
     def last_event_seq(self, job_id: str) -> int:
         rows = self._query("select coalesce(max(seq), 0) as s from events where job_id = ?", [job_id])
         return int(rows[0]["s"])
+
+    # ----- deliveries: how far a display has really shown a job's events
+
+    def delivered_seq(self, job_id: str) -> int | None:
+        """The highest ``seq`` of ``job_id``'s events a display recorded as shown, or None when
+        nothing was recorded for the job (it is not tracked)."""
+        rows = self._query("select seq from deliveries where job_id = ?", [job_id])
+        return int(rows[0]["seq"]) if rows else None
+
+    def set_delivered_seq(self, job_id: str, seq: int) -> int:
+        """Record that ``job_id``'s events up to ``seq`` were shown; starts tracking the job.
+        Never moves back (a lower ``seq`` keeps the stored one). Returns the stored value."""
+        with self._write():
+            self._conn.execute(
+                "insert into deliveries (job_id, seq, updated_at) values (?, ?, ?) "
+                "on conflict(job_id) do update set seq = max(seq, excluded.seq), "
+                "updated_at = excluded.updated_at",
+                [job_id, int(seq), _iso(self._clock())],
+            )
+            (stored,) = self._conn.execute("select seq from deliveries where job_id = ?", [job_id]).fetchone()
+        return int(stored)
+
+    def undelivered_jobs(self, *, limit: int = 200) -> list[Job]:
+        """Tracked jobs (see :meth:`set_delivered_seq`) with events after the recorded one,
+        oldest first: what a display must catch up on after a restart."""
+        rows = self._query(
+            "select j.* from jobs j join deliveries d on d.job_id = j.id "
+            "where d.seq < (select coalesce(max(e.seq), 0) from events e where e.job_id = j.id) "
+            "order by j.created_at, j.rowid limit ?",
+            [limit],
+        )
+        return [_row_to_job(r) for r in rows]
 
     # ----- evals
 

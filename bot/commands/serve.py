@@ -6,13 +6,16 @@ SLACK_APP_TOKEN is set, HTTP on ``--host/--port`` at ``/slack/events`` otherwise
 ``make run`` shows a newcomer. Missing or malformed tokens stop it at once with a message that
 names the variable, never a traceback later.
 
-The pieces are functions (:func:`build_slack`, :func:`make_http_server`) so the end-to-end test
-runs exactly this code path with a fake Slack and port 0.
+The pieces are functions (:func:`build_slack`, :func:`make_http_server`,
+:func:`connect_socket_mode`) so the end-to-end tests run exactly this code path against a fake
+Slack (Web API, and a Socket Mode WebSocket server) on port 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import sys
 import threading
 from collections.abc import Mapping
@@ -29,6 +32,9 @@ from engine import FtbotError, Settings
 log = logging.getLogger("ftbot.serve")
 
 EVENTS_PATH = "/slack/events"
+# How often the Socket Mode client pings Slack (slack_bolt's default); it also checks its connection
+# on this tick and reconnects when it was closed or went quiet (no pong for four pings).
+SOCKET_PING_SECONDS = 10.0
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
@@ -85,6 +91,8 @@ def build_slack(
     cards = JobCards(client, sender=ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftbot-cards"))
     engine = Engine(engine_settings, sink_for=cards.sink_for, **dict(engine_kwargs or {}))
     engine.add_stop_hook(cards.drain)
+    # What a previous bot process was handed but never showed (it died first) goes out now.
+    engine.add_start_hook(cards.catch_up)
     try:
         app = create_app(engine, bot_settings, client=client, cards=cards)  # calls auth.test
     except (BoltError, SlackApiError) as exc:
@@ -102,6 +110,67 @@ def build_slack(
             hint="Check the network (and SLACK_API_URL, if you set it).",
         ) from None
     return engine, app
+
+
+def connect_socket_mode(
+    app: Any, bot_settings: BotSettings, *, ping_interval: float = SOCKET_PING_SECONDS
+) -> Any:
+    """Connect ``app`` to Slack over Socket Mode: ``apps.connections.open`` with SLACK_APP_TOKEN
+    (at SLACK_API_URL, through the app's own client), then the WebSocket. Returns the connected
+    slack_bolt ``SocketModeHandler``; its threads receive envelopes, run the app and ack, and
+    reconnect when Slack rotates or drops the connection, until :func:`close_socket_mode`.
+
+    Raises:
+        UsageError: Slack refused the app token, cannot be reached, or the WebSocket did not open.
+    """
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from slack_sdk.errors import SlackApiError
+
+    from engine import UsageError
+
+    handler = SocketModeHandler(app, app_token=bot_settings.app_token, ping_interval=ping_interval)
+    try:
+        handler.connect()
+    except SlackApiError as exc:
+        close_socket_mode(handler)
+        reason = exc.response.get("error") or ""
+        raise UsageError(
+            f"Slack did not accept SLACK_APP_TOKEN{f' ({reason})' if reason else ''}.",
+            hint="Create an app-level token (xapp-...) with the connections:write scope under 'Basic "
+            "Information' > 'App-Level Tokens', and make sure Socket Mode is on ('Socket Mode' page; "
+            "manifest.yml sets socket_mode_enabled: true). Or serve over HTTP with `ftbot serve --http`.",
+        ) from None
+    except OSError:  # URLError included
+        close_socket_mode(handler)
+        raise UsageError(
+            f"Cannot reach Slack at {bot_settings.api_url} to open the Socket Mode connection.",
+            hint="Check the network (and SLACK_API_URL, if you set it).",
+        ) from None
+    if not handler.client.is_connected():  # the SDK logs why, and would only retry every ping
+        close_socket_mode(handler)
+        raise UsageError(
+            "Slack gave a Socket Mode address, but the WebSocket connection to it failed (see the log above).",
+            hint="Check that this host may open outgoing wss:// connections to Slack (a firewall; "
+            "HTTPS_PROXY is used when set), or serve over HTTP with `ftbot serve --http`.",
+        )
+    return handler
+
+
+def close_socket_mode(handler: Any) -> None:
+    """Disconnect ``handler`` and stop its threads (no reconnect after this).
+
+    slack_sdk's builtin client would take up to 3 s: its reader thread sits in a blocking receive
+    (3 s timeout) holding the lock that closing needs, and its message thread in a 1 s queue wait.
+    Shutting the socket down and waking the queue first makes it immediate."""
+    client = handler.client
+    client.auto_reconnect_enabled = False
+    sock = getattr(client.current_session, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    client.closed = True  # what close() sets first; the message thread checks it once woken
+    client.message_queue.put(None)
+    handler.close()
 
 
 @click.command()
@@ -139,13 +208,19 @@ def serve(use_http: bool, host: str, port: int) -> None:
         engine, app = build_slack(bot_settings, engine_settings, mode=mode)
     except FtbotError as exc:
         raise click.ClickException(str(exc)) from None
+    handler = None
+    if mode == "socket":
+        # Connect before the scheduler starts: a refused app token ends here with a message.
+        try:
+            handler = connect_socket_mode(app, bot_settings)
+        except FtbotError as exc:
+            engine.close()
+            raise click.ClickException(str(exc)) from None
     engine.start()
     try:
-        if mode == "socket":
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
+        if handler is not None:
             click.echo("ftbot is connected to Slack (Socket Mode). Ctrl-C stops it.")
-            SocketModeHandler(app, app_token=bot_settings.app_token).start()
+            threading.Event().wait()  # the handler's threads do the work
         else:
             server = make_http_server(app, host, port)
             click.echo(f"ftbot listens on http://{host}:{server.server_port}{EVENTS_PATH}. Ctrl-C stops it.")
@@ -156,6 +231,8 @@ def serve(use_http: bool, host: str, port: int) -> None:
     except KeyboardInterrupt:
         click.echo("Stopped.")
     finally:
+        if handler is not None:
+            close_socket_mode(handler)
         engine.stop()
 
 

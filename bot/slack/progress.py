@@ -15,6 +15,33 @@ two cards for one job.
 
 A sink must never raise for a display problem (engine/progress.py): Slack errors are logged and
 dropped, the job goes on.
+
+**Nothing lost, nothing twice, across restarts.** The scheduler's relay stores its cursor once it
+has *handed* an event to a job's sink, but in the bot the sink only queues the Slack call on the
+``sender`` thread. A bot that dies (crash, OOM kill, power) with calls still queued would lose
+those milestones for good: the relay has moved on. So each job's sink keeps its own **delivery
+record** in the store (``Engine.set_delivered_seq``): the highest event ``seq`` it has shown, written
+after each shown event other than the throttled ``step``/``eval`` ones (and registered at 0 when
+the card is posted). On its first event in a process, and when the engine starts (:meth:`JobCards.
+catch_up`, an engine start hook, for the jobs ``Engine.undelivered_jobs`` names), the sink reads
+the job's stored events: those up to the record only rebuild its state (the card's readings, the
+caveats the verdict already showed); those after it are **replayed** (thread milestones posted,
+steps folded into one card edit at the end, so a restart never floods Slack). Events at or below
+the record are skipped, so an event the relay hands over again after a restart (it died between
+showing and storing its cursor) is not posted twice. Exactly once, except an event whose Slack
+post succeeded just before the process died, before its record was written: that one is posted
+again (at most that event). A post Slack refused (an API error) counts as shown: it is not
+retried, as before.
+
+Why not a delivery watermark in the relay (the relay persisting the lowest seq every sink has
+acknowledged instead of what it handed over)? The relay's cursor is one global position across
+jobs, so replaying from the lowest unacknowledged event would hand other jobs' shown events over
+again: a per-job record would be needed anyway to skip them. Acknowledgements would also have to
+travel from the sender thread back into the relay, next to the lock ordering that the deadlock fix
+(the scheduler's ``refresh_sink`` leaf lock) keeps simple, and through ``ThrottledSink``, which
+drops most ``step`` events on purpose. The per-job record alone does both jobs and leaves the
+relay as it was. Jobs without a record (older than this scheme) are not caught up: they go on as
+before.
 """
 
 from __future__ import annotations
@@ -58,6 +85,10 @@ class JobCards:
     scheduler's relay; what the unit tests use). The bot passes a one-thread executor, so a slow
     or rate-limited Slack (the SDK sleeps out a 429's Retry-After) never holds up the job queue's
     tick, and one thread keeps every job's events in order.
+
+    One sink per job while the job runs (:meth:`sink_for` hands the same one out again, e.g.
+    when the relay rebuilds its sink after ``set_reply_to``), so the card's readings and the
+    job's delivery record (see the module docstring) live in one place.
     """
 
     def __init__(
@@ -76,6 +107,7 @@ class JobCards:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._reply_to: dict[str, dict[str, str]] = {}
+        self._sinks: dict[str, SlackProgressSink] = {}
         # Jobs whose card Slack refused (not a Slack channel, bot not invited): tried once, not
         # on every event of the job.
         self._no_card: set[str] = set()
@@ -135,6 +167,9 @@ class JobCards:
             self._reply_to[job.id] = where
             if self.engine is not None:
                 _safe_engine(lambda: self.engine.set_reply_to(job.id, where))
+                # Track the job's delivery from its first event on: should every event queued
+                # for the new card be lost, a restarted bot still replays them.
+                _safe_engine(lambda: self.engine.set_delivered_seq(job.id, 0))
             return where
 
     def update(self, job: Job, progress: blocks.JobProgress | None = None) -> None:
@@ -180,8 +215,33 @@ class JobCards:
         )
 
     def sink_for(self, job: Job) -> SlackProgressSink:
-        """The engine's ``sink_for``: a sink that reports ``job`` on its card and thread."""
-        return SlackProgressSink(self, job)
+        """The engine's ``sink_for``: the sink that reports ``job`` on its card and thread (the
+        same one for the job until its end was shown)."""
+        with self._guard:
+            sink = self._sinks.get(job.id)
+            if sink is None:
+                sink = self._sinks[job.id] = SlackProgressSink(self, job)
+            return sink
+
+    def _forget(self, sink: SlackProgressSink) -> None:
+        """The job's end was shown: drop its sink (a later event builds a new one, which picks
+        up from the stored delivery record)."""
+        with self._guard:
+            if self._sinks.get(sink.job.id) is sink:
+                del self._sinks[sink.job.id]
+
+    def catch_up(self) -> int:
+        """Replay, on each card, the events an earlier bot process was handed but never showed
+        (the bot registers this as an engine start hook). Returns at once (the work runs on the
+        ``sender``); returns how many jobs are caught up."""
+        if self.engine is None:
+            return 0
+        jobs = _safe_engine(lambda: self.engine.undelivered_jobs()) or []
+        for job in jobs:
+            self.sink_for(job).catch_up()
+        if jobs:
+            log.info("catching up on %d job card(s) after a restart", len(jobs))
+        return len(jobs)
 
 
 def _safe_engine(func: Callable[[], Any]) -> Any:
@@ -193,11 +253,19 @@ def _safe_engine(func: Callable[[], Any]) -> Any:
 
 
 _FINAL = frozenset(s.value for s in JobState if s.is_final)
+# Events that only edit the card: the relay throttles them, and their delivery is not stored one
+# by one (a replay folds them into one edit).
+_EDIT_ONLY = frozenset({"step", "eval"})
 _CHART_TITLES = {"loss_chart": "Training loss", "eval_chart": "Evaluation"}
 
 
 class SlackProgressSink:
-    """Reports one job's events on its card and in the card's thread. Never raises."""
+    """Reports one job's events on its card and in the card's thread. Never raises.
+
+    Keeps the job's delivery record (module docstring): events from the store (those with a
+    ``seq``) are shown once each, and the ones an earlier process was handed but never showed are
+    replayed first. Events without a ``seq`` (not from the store) are simply shown.
+    """
 
     def __init__(self, cards: JobCards, job: Job) -> None:
         self.cards = cards
@@ -207,19 +275,121 @@ class SlackProgressSink:
         self._dirty = False
         self._shown: set[str] = set()  # caveats already in the verdict (not posted again as alerts)
         self._lock = threading.Lock()
+        self._synced = False  # the stored record and events were read (the first time only)
+        self._delivered: int | None = None  # highest seq shown (None: the job is not tracked)
+        self._replaying = False  # card edits wait for the end of a replay: one edit, not hundreds
+        self._ended = False
 
     def emit(self, event: ProgressEvent) -> None:
+        self._submit(self._show, event)
+
+    def catch_up(self) -> None:
+        """Show the job's stored events that no process has shown yet (after a restart)."""
+        self._submit(self._show_missed)
+
+    def _submit(self, func: Callable[..., None], *args: Any) -> None:
         if self.cards.sender is None:
-            self._show(event)
+            func(*args)
         else:
-            self.cards.sender.submit(self._show, event)
+            self.cards.sender.submit(func, *args)
 
     def _show(self, event: ProgressEvent) -> None:
         try:
             with self._lock:
+                if event.seq is None:
+                    self._emit(event)
+                    return
+                if not self._synced:
+                    self._sync(before=event.seq)
+                if self._delivered is not None and event.seq <= self._delivered:
+                    return  # shown already (replayed just now, or handed over again after a restart)
                 self._emit(event)
+                self._mark(event.seq, persist=event.kind not in _EDIT_ONLY)
         except Exception:  # a display bug must not fail the job
             log.exception("progress display failed for %s (%s event)", self.job.id, event.kind)
+        self._forget_if_ended()
+
+    def _show_missed(self) -> None:
+        try:
+            with self._lock:
+                if not self._synced:
+                    self._sync(before=None)
+                elif self._delivered is not None and self.cards.engine is not None:
+                    engine, after = self.cards.engine, self._delivered
+                    self._replay(_safe_engine(lambda: engine.events(self.job.id, after_seq=after)) or [])
+        except Exception:
+            log.exception("catching up on the card of %s failed", self.job.id)
+        self._forget_if_ended()
+
+    def _sync(self, *, before: int | None) -> None:
+        """Read the job's delivery record and stored events (once): events up to the record only
+        rebuild this sink's state; later ones (below ``before``, the event being shown) are
+        replayed. An untracked job replays nothing."""
+        self._synced = True
+        engine = self.cards.engine
+        if engine is None:
+            return
+        job_id = self.job.id
+        delivered = _safe_engine(lambda: engine.delivered_seq(job_id))
+        history: list[ProgressEvent] = _safe_engine(lambda: engine.events(job_id)) or []
+        if delivered is None:  # not tracked: no record of what was shown, so show from here on
+            for event in history:
+                if before is not None and (event.seq or 0) < before:
+                    self._fold(event)
+            return
+        self._delivered = max(delivered, self._delivered or 0)
+        missed = []
+        for event in history:
+            seq = event.seq or 0
+            if seq <= self._delivered:
+                self._fold(event)
+            elif before is None or seq < before:
+                missed.append(event)
+        self._replay(missed)
+
+    def _fold(self, event: ProgressEvent) -> None:
+        """Take in an event shown before (by an earlier process) without showing it again."""
+        self.progress.apply(event)
+        if event.kind == "evaluation":
+            self._shown |= blocks.shown_flags(event.data)
+
+    def _replay(self, events: list[ProgressEvent]) -> None:
+        """Show events that were never shown: each thread milestone once, the card once at the end."""
+        if not events:
+            return
+        log.info("replaying %d event(s) on the card of %s", len(events), self.job.id)
+        self._replaying = True
+        try:
+            for event in events:
+                if event.kind in _EDIT_ONLY:
+                    self.progress.apply(event)
+                    self._dirty = True
+                    continue
+                try:
+                    self._emit(event)
+                except Exception:  # one event the display cannot show must not hold up the rest
+                    log.exception("progress display failed for %s (%s event)", self.job.id, event.kind)
+                self._mark(event.seq, persist=True)
+        finally:
+            self._replaying = False
+        if self._dirty:
+            self._edit_card(force=True)
+        self._mark(events[-1].seq, persist=True)
+
+    def _mark(self, seq: int | None, *, persist: bool) -> None:
+        """``seq`` was shown. Stored for thread milestones and state changes; steps only here
+        (a restart at worst edits the card once more, which shows the same)."""
+        if seq is None:
+            return
+        self._delivered = seq if self._delivered is None else max(self._delivered, seq)
+        engine = self.cards.engine
+        # Only jobs with a card are tracked: a job Slack has no card for has nothing to catch up.
+        if persist and engine is not None and self.cards.reply_to(self.job) is not None:
+            _safe_engine(lambda: engine.set_delivered_seq(self.job.id, seq))
+
+    def _forget_if_ended(self) -> None:
+        if self._ended:
+            self.cards._forget(self)
 
     def _refresh_job(self) -> None:
         engine = self.cards.engine
@@ -229,6 +399,9 @@ class SlackProgressSink:
                 self.job = fresh
 
     def _edit_card(self, *, force: bool) -> None:
+        if self._replaying:
+            self._dirty = True
+            return
         now = self.cards.clock()
         if not force and self._last_edit is not None and now - self._last_edit < self.cards.min_interval:
             self._dirty = True
@@ -295,6 +468,7 @@ class SlackProgressSink:
     def _finish(self) -> None:
         """The job ended: the result, broadcast to the channel (the engine announced the promotion
         itself, as an ``alert`` with code ``promotion``)."""
+        self._ended = True
         job = self.job
         result: Mapping[str, Any] = job.result or {}
         promoted = result.get("promoted")

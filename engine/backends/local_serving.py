@@ -53,8 +53,8 @@ from engine.settings import BUILTIN_TINY
 
 log = logging.getLogger(__name__)
 
-# "content_filter" only comes from OpenAI (engine/openai_pipeline.py answers with the same Answer).
-FinishReason = Literal["stop", "length", "time", "context", "content_filter"]
+# "content_filter" and "interrupted" (the stream broke off) only come from OpenAI (engine/openai_pipeline.py answers with the same Answer).
+FinishReason = Literal["stop", "length", "time", "context", "content_filter", "interrupted"]
 Message = Mapping[str, Any]
 
 # End-of-turn markers of common chat templates. Generation stops at any that the vocabulary has,

@@ -13,7 +13,15 @@ It imitates the parts ftbot uses, with OpenAI's JSON shapes and error bodies:
   whitespace-separated word: an answer longer than ``max_completion_tokens`` (or ``max_tokens``)
   is cut there with ``finish_reason`` "length", and ``usage`` reports the counts (``send_usage =
   False`` leaves usage out; ``finish_reason`` forces another reason). ``ft:`` models answer only
-  when a fake job made them or :meth:`FakeOpenAI.add_model` named them.
+  when a fake job made them or :meth:`FakeOpenAI.add_model` named them. With ``"stream": true``
+  the same answer comes as Server-Sent Events (chunked transfer encoding), like OpenAI's:
+  ``data: {chat.completion.chunk}`` lines (a role chunk, one content chunk per fake token, a
+  chunk with ``finish_reason``, and with ``stream_options.include_usage`` a last chunk with empty
+  ``choices`` and the ``usage``; every other chunk then has ``"usage": null``), then
+  ``data: [DONE]``. ``stream_delay`` seconds pass before each chunk after the role chunk,
+  ``first_byte_delay`` seconds before anything is sent (streamed or not: a slow or silent
+  server), and ``stream_drop_after = n`` drops the connection after n content chunks. These
+  delays are real time (not ``clock``) and end early when the server stops.
 
 Failures are injected with :meth:`FakeOpenAI.fail` (any status and error body, ``Retry-After``,
 or a dropped connection), and with ``allow_fine_tuning`` / ``fine_tunable_models`` /
@@ -149,6 +157,13 @@ class FakeOpenAI:
         self.models: set[str] = set()  # extra "ft:" models that chat completions know (add_model)
         self.send_usage = True
         self.finish_reason: str | None = None  # forced finish_reason of every completion
+        self.first_byte_delay = 0.0  # seconds before a chat completion answers at all
+        self.stream_delay = 0.0  # seconds before each streamed chunk after the first
+        self.stream_drop_after: int | None = None  # drop a stream after this many content chunks
+        # How each stream ended, in order: "done" (all sent), "client_closed" (the client hung up
+        # first), "dropped" (stream_drop_after) or "stopped" (the server stopped).
+        self.stream_ends: list[str] = []
+        self._stopping = threading.Event()
         self._failures: list[_Failure] = []
         self._counter = 0
         self._lock = threading.RLock()
@@ -173,6 +188,7 @@ class FakeOpenAI:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # ends the delays of requests still being answered
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -486,7 +502,9 @@ class FakeOpenAI:
         self._event(job, {"message": "Fine-tuning job cancelled"})
         return 200, job.record, {}
 
-    def _chat(self, req: Recorded) -> tuple[int, Any, dict[str, str]]:
+    def _chat(self, req: Recorded) -> tuple[int, Any, dict[str, str]] | None:
+        if self.first_byte_delay > 0 and self._stopping.wait(self.first_byte_delay):
+            return None  # the server stopped while "thinking": nothing was ever sent
         body = req.json or {}
         model = body.get("model", "")
         with self._lock:
@@ -518,6 +536,8 @@ class FakeOpenAI:
             "completion_tokens": len(words),
             "total_tokens": prompt_tokens + len(words),
         }
+        if body.get("stream"):
+            return 200, self._sse(body, completion_id, model, text, finish_reason, usage), {}
         return (
             200,
             {
@@ -539,6 +559,51 @@ class FakeOpenAI:
         )
 
 
+    def _sse(
+        self, body: Mapping[str, Any], completion_id: str, model: str, text: str, finish_reason: str, usage: Any
+    ) -> _EventStream:
+        """The answer as OpenAI streams it: ``chat.completion.chunk`` objects, one per fake token."""
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        head = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": int(self.clock()),
+            "model": model,
+            "system_fingerprint": None,
+        }
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            return {**head, "choices": [choice], **({"usage": None} if include_usage else {})}
+
+        # Pieces whose concatenation is exactly the non-streamed text (each word with the
+        # whitespace before it), so a streamed answer equals the plain one.
+        pieces = re.findall(r"\s*\S+", text)
+        if "".join(pieces) != text and pieces:
+            pieces[-1] += text[len("".join(pieces)) :]
+        events: list[tuple[float, Any]] = [(0.0, chunk({"role": "assistant", "content": "", "refusal": None}))]
+        for number, piece in enumerate(pieces):
+            if self.stream_drop_after is not None and number >= self.stream_drop_after:
+                events.append((0.0, None))
+                return _EventStream(events, self._stopping, self.stream_ends)
+            events.append((self.stream_delay, chunk({"content": piece})))
+        events.append((self.stream_delay, chunk({}, finish_reason)))
+        if include_usage and self.send_usage:
+            events.append((0.0, {**head, "choices": [], "usage": usage}))
+        events.append((0.0, "[DONE]"))
+        return _EventStream(events, self._stopping, self.stream_ends)
+
+
+@dataclass
+class _EventStream:
+    """A Server-Sent Events answer: (delay before it, payload) pairs; a payload is a JSON object,
+    ``"[DONE]"``, or None to drop the connection there."""
+
+    events: list[tuple[float, Any]]
+    stopping: threading.Event
+    ends: list[str]  # FakeOpenAI.stream_ends
+
+
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeOpenAI
     protocol_version = "HTTP/1.1"
@@ -546,6 +611,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         return None
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionError:  # a client that hung up (a stream closed at its deadline): not an error
+            self.close_connection = True
 
     def _serve(self) -> None:
         parts = urlsplit(self.path)
@@ -568,6 +639,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         status, payload, headers = answer
+        if isinstance(payload, _EventStream):
+            self._stream(payload)
+            return
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -576,6 +650,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _stream(self, answer: _EventStream) -> None:
+        """Send ``answer`` as ``text/event-stream`` in HTTP/1.1 chunks, one event per chunk."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for delay, payload in answer.events:
+                if delay > 0 and answer.stopping.wait(delay):
+                    answer.ends.append("stopped")
+                    self.close_connection = True
+                    return
+                if payload is None:  # drop: no final chunk, the client sees a broken body
+                    answer.ends.append("dropped")
+                    self.close_connection = True
+                    return
+                text = payload if isinstance(payload, str) else json.dumps(payload)
+                data = f"data: {text}\n\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            answer.ends.append("done")
+        except OSError:  # the client closed the stream (a deadline passed): stop sending
+            answer.ends.append("client_closed")
+            self.close_connection = True
 
     do_GET = do_POST = do_DELETE = _serve
 

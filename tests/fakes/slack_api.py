@@ -6,6 +6,8 @@ It answers what ftbot calls (``auth.test``, ``chat.postMessage/update/postEpheme
 bot token, the HTML sign-in page (status 200) without it. Failure switches: ``rate_limit(method,
 times, retry_after)`` answers HTTP 429 with ``Retry-After``; ``fail(method, error)`` answers
 ``{"ok": false, "error": ...}``; ``add_file(..., redirect_to=URL)`` makes a download redirect.
+``apps.connections.open`` takes only the app-level token (``app_token``) and answers with a URL of
+the FakeSocketMode registered as ``socket_mode`` (tests/fakes/slack_socket.py).
 
     with FakeSlack() as slack:
         client = WebClient(token=slack.bot_token, base_url=slack.api_url)
@@ -57,9 +59,12 @@ class FakeSlack:
         team_id: str = "T0001",
         bot_user_id: str = "UBOT0001",
         bot_id: str = "BBOT0001",
+        app_token: str = "xapp-1-A0APP001-1-test",
         host: str = "127.0.0.1",
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
+        self.socket_mode: Any = None  # a FakeSocketMode registers itself here
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
@@ -219,6 +224,8 @@ class FakeSlack:
             return 200, {"ok": False, "error": failure}, {}
         auth = headers.get("authorization", "")
         token = auth.removeprefix("Bearer ").strip() or str(args.get("token", ""))
+        if method == "apps.connections.open":
+            return self._connections_open(token)
         if token != self.bot_token:
             return 200, {"ok": False, "error": "invalid_auth" if token else "not_authed"}, {}
         hook = self._hooks.get(method)
@@ -290,6 +297,21 @@ class FakeSlack:
                 {},
             )
         return 200, {"ok": True}, {}
+
+    def _connections_open(self, token: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Socket Mode's URL, for the app-level token only: Slack refuses a bot or user token
+        with ``not_allowed_token_type`` and any other app token with ``invalid_auth``."""
+        if not token:
+            error = "not_authed"
+        elif not token.startswith("xapp-"):
+            error = "not_allowed_token_type"
+        elif token != self.app_token:
+            error = "invalid_auth"
+        elif self.socket_mode is None:
+            error = "fake_has_no_socket_mode_server"  # a test forgot FakeSocketMode(slack)
+        else:
+            return 200, {"ok": True, "url": self.socket_mode.new_url()}, {}
+        return 200, {"ok": False, "error": error}, {}
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self

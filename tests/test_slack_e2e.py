@@ -6,12 +6,15 @@ thread, result broadcast; /ask -> answer; a bad signature -> 401 and nothing hap
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from bot.cli import main
 from bot.commands.serve import build_slack
 from bot.settings import BotSettings
 from engine import Engine, JobState, Settings
@@ -163,3 +166,31 @@ def test_serve_explains_a_token_slack_rejects(settings: Settings) -> None:
         with pytest.raises(UsageError, match="did not accept SLACK_BOT_TOKEN") as info:
             build_slack(bot_settings, settings, mode="http")
         assert "xoxb-revoked-token" not in str(info.value)
+
+
+def test_serve_http_stops_with_a_message_when_the_port_is_taken(settings: Settings) -> None:
+    with FakeSlack() as slack, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # another program on the port
+        taken.listen()
+        port = taken.getsockname()[1]
+        env: dict[str, str | None] = {
+            **bot_env(slack),
+            "FTBOT_HOME": str(settings.home),
+            "SLACK_APP_TOKEN": None,
+            "SLACK_CLIENT_ID": None,
+            "SLACK_CLIENT_SECRET": None,
+        }
+        runner = CliRunner()
+        result = runner.invoke(main, ["serve", "--http", "--host", "127.0.0.1", "--port", str(port)], env=env)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert (
+            f"Error: Port {port} on 127.0.0.1 is in use: stop the other program or choose --port."
+            in result.output
+        )
+        assert "Traceback" not in result.output and "listens on" not in result.output
+
+        # An address this machine does not have (TEST-NET-1, RFC 5737): also a message, not a traceback.
+        result = runner.invoke(main, ["serve", "--http", "--host", "192.0.2.1", "--port", "0"], env=env)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert "Error: Cannot listen on 192.0.2.1 port 0" in result.output and "--host" in result.output
+        assert "Traceback" not in result.output

@@ -14,12 +14,16 @@ Slack (Web API, and a Socket Mode WebSocket server) on port 0.
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import logging
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -32,9 +36,15 @@ from engine import FtbotError, Settings
 log = logging.getLogger("ftbot.serve")
 
 EVENTS_PATH = "/slack/events"
-# How often the Socket Mode client pings Slack (slack_bolt's default); it also checks its connection
-# on this tick and reconnects when it was closed or went quiet (no pong for four pings).
+# How often the Socket Mode client pings Slack (slack_bolt's default), and the share of it a pong may
+# take before the connection counts as dead and is replaced (below 1: each ping restarts the wait).
 SOCKET_PING_SECONDS = 10.0
+PONG_DEADLINE_FRACTION = 0.5
+# The longest the WebSocket may take to open (TCP, TLS and handshake) before `ftbot serve` gives up.
+SOCKET_OPEN_SECONDS = 10.0
+# The longest a rotated connection's reader waits for the client to replace it (the client itself
+# waits 5 s at most for its connection lock).
+ROTATION_WAIT_SECONDS = 5.0
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
@@ -53,17 +63,35 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def make_http_server(app: Any, host: str, port: int) -> WSGIServer:
-    """A threaded WSGI server for ``app`` at ``/slack/events`` (commands, events, interactivity).
-    ``port=0`` picks a free port (``server.server_port``)."""
+    """A threaded WSGI server for ``app`` at ``/slack/events`` (commands, events, interactivity),
+    bound and listening on return. ``port=0`` picks a free port (``server.server_port``).
+
+    Raises:
+        UsageError: the port is taken by another program, or ``host:port`` cannot be listened on
+            (an address this machine does not have, a port below 1024 without the right).
+    """
     from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-    return make_server(
-        host,
-        port,
-        SlackRequestHandler(app, path=EVENTS_PATH),
-        server_class=_ThreadingWSGIServer,
-        handler_class=_QuietHandler,
-    )
+    from engine import UsageError
+
+    try:
+        return make_server(
+            host,
+            port,
+            SlackRequestHandler(app, path=EVENTS_PATH),
+            server_class=_ThreadingWSGIServer,
+            handler_class=_QuietHandler,
+        )
+    except OSError as exc:  # socket.gaierror (an unknown host name) included
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"Port {port} on {host} is in use: stop the other program or choose --port."
+            ) from None
+        raise UsageError(
+            f"Cannot listen on {host} port {port} ({exc.strerror or exc}).",
+            hint="Choose an address of this machine with --host (127.0.0.1, or 0.0.0.0 for all) "
+            "and a port you may use with --port (1024 or above without root).",
+        ) from None
 
 
 def build_slack(
@@ -116,21 +144,37 @@ def connect_socket_mode(
     app: Any, bot_settings: BotSettings, *, ping_interval: float = SOCKET_PING_SECONDS
 ) -> Any:
     """Connect ``app`` to Slack over Socket Mode: ``apps.connections.open`` with SLACK_APP_TOKEN
-    (at SLACK_API_URL, through the app's own client), then the WebSocket. Returns the connected
-    slack_bolt ``SocketModeHandler``; its threads receive envelopes, run the app and ack, and
-    reconnect when Slack rotates or drops the connection, until :func:`close_socket_mode`.
+    (at SLACK_API_URL, through the app's own client), then the WebSocket, and wait until it is
+    open. Returns the connected slack_bolt ``SocketModeHandler`` (the websocket-client one); its
+    threads receive envelopes, run the app and ack, and reconnect when Slack rotates, closes or
+    loses the connection, until :func:`close_socket_mode`.
+
+    Why websocket-client rather than slack_sdk's builtin client (measured against
+    tests/fakes/slack_socket.py, slack_sdk 3.48): after Slack's ``disconnect`` message the builtin
+    client reads the new connection only ~3 s later (envelopes acked past Slack's 3 s), finds a
+    connection closed with a close frame only on its next ping tick (10 s) and one whose TCP
+    stream ended only after five failed pings (~60 s, spinning a CPU core meanwhile). This one
+    reconnects in ~0.5 s in all three cases. Two gaps in the SDK's use of it are closed here (see
+    :func:`_harden`): no pong deadline (a connection that died silently was never replaced) and a
+    rotation that could leave the old reader waiting 10 s.
 
     Raises:
         UsageError: Slack refused the app token, cannot be reached, or the WebSocket did not open.
     """
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
+    import websocket
+    from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler
     from slack_sdk.errors import SlackApiError
 
     from engine import UsageError
 
+    # websocket-client's sockets have no timeout unless one is set process-wide: a handshake to a
+    # host that never answers would block its thread (and close_socket_mode, which joins it).
+    if websocket.getdefaulttimeout() is None:
+        websocket.setdefaulttimeout(SOCKET_OPEN_SECONDS)
     handler = SocketModeHandler(app, app_token=bot_settings.app_token, ping_interval=ping_interval)
+    first = _harden(handler.client, ping_interval)
     try:
-        handler.connect()
+        handler.connect()  # apps.connections.open; the client's runner thread opens the WebSocket
     except SlackApiError as exc:
         close_socket_mode(handler)
         reason = exc.response.get("error") or ""
@@ -146,7 +190,9 @@ def connect_socket_mode(
             f"Cannot reach Slack at {bot_settings.api_url} to open the Socket Mode connection.",
             hint="Check the network (and SLACK_API_URL, if you set it).",
         ) from None
-    if not handler.client.is_connected():  # the SDK logs why, and would only retry every ping
+    # Wait for the first attempt's outcome: after a failure the client would retry with a new URL
+    # every half second, forever.
+    if not first.done.wait(SOCKET_OPEN_SECONDS + 1.0) or not first.opened:
         close_socket_mode(handler)
         raise UsageError(
             "Slack gave a Socket Mode address, but the WebSocket connection to it failed (see the log above).",
@@ -156,19 +202,112 @@ def connect_socket_mode(
     return handler
 
 
+@dataclass
+class _FirstAttempt:
+    """How the client's first WebSocket went: ``done`` is set once it opened or failed."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    opened: bool = False
+
+
+def _harden(client: Any, ping_interval: float) -> _FirstAttempt:
+    """Fit slack_sdk's websocket-client ``SocketModeClient`` with what its use of
+    ``WebSocketApp`` leaves out, through the listener hooks it offers and one watcher thread.
+    Returns how its first WebSocket goes (``is_connected()`` is no answer: it is briefly true
+    while a refused handshake is being torn down).
+
+    - A pong deadline. The client pings every ``ping_interval`` but gives websocket-client no
+      ``ping_timeout``, so a connection that died without a FIN (a NAT or firewall timeout, a host
+      asleep) was never replaced: the bot stayed deaf. The watcher ends a connection whose last
+      ping has had no pong for ``PONG_DEADLINE_FRACTION`` of the interval; the client then opens a
+      new one, as after any drop.
+    - A prompt end of a rotated connection. On Slack's ``disconnect`` message the client opens a
+      new connection only once the old reader returns, and closes the old one from another thread,
+      which can leave that reader up to 10 s in a wait on a closed socket. The old reader, as it
+      hands over the message, waits until the client has replaced its session and then stops.
+    """
+    first = _FirstAttempt()
+
+    def on_open(ws: Any) -> None:
+        if not first.done.is_set():
+            first.opened = True
+            first.done.set()
+
+    def on_error(ws: Any, error: BaseException) -> None:
+        first.done.set()
+
+    def on_message(ws: Any, message: str) -> None:
+        if '"disconnect"' not in message:  # a cheap test first: every envelope passes here
+            return
+        try:
+            parsed = json.loads(message)
+        except ValueError:
+            return
+        if isinstance(parsed, dict) and parsed.get("type") == "disconnect":
+            # The client's message thread replaces this session (it was queued the message before
+            # this listener ran). Wait for that, so this reader's own end cannot replace a newer
+            # session that already runs; then stop reading before looking at the socket again.
+            deadline = time.monotonic() + ROTATION_WAIT_SECONDS
+            while client.current_session is ws and not client.closed and time.monotonic() < deadline:
+                time.sleep(0.01)
+            ws.keep_running = False
+
+    client.on_open_listeners.append(on_open)
+    client.on_error_listeners.append(on_error)
+    client.on_message_listeners.append(on_message)
+    threading.Thread(
+        target=_watch_pongs,
+        args=(client, ping_interval * PONG_DEADLINE_FRACTION),
+        name="ftbot-socket-pongs",
+        daemon=True,
+    ).start()
+    return first
+
+
+def _watch_pongs(client: Any, deadline: float) -> None:
+    """Until ``client.closed``: shut down the current connection's socket once its last ping has
+    waited ``deadline`` seconds for a pong (its reader then sees the end of the stream, and the
+    client reconnects). Reads ``WebSocketApp``'s own ping and pong times (``time.time()``)."""
+    tick = min(1.0, deadline / 2)
+    ended = None
+    while not client.closed:
+        time.sleep(tick)
+        session = client.current_session
+        ws = getattr(session, "sock", None)
+        raw = getattr(ws, "sock", None)
+        if raw is None or session is ended:
+            continue
+        ping_at = getattr(session, "last_ping_tm", 0.0)
+        pong_at = getattr(session, "last_pong_tm", 0.0)
+        if ping_at and pong_at < ping_at and time.time() - ping_at > deadline:
+            log.warning(
+                "Slack has not answered a ping for %.0f s: opening a new Socket Mode connection.", deadline
+            )
+            ended = session
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
+
+
 def close_socket_mode(handler: Any) -> None:
     """Disconnect ``handler`` and stop its threads (no reconnect after this).
 
-    slack_sdk's builtin client would take up to 3 s: its reader thread sits in a blocking receive
-    (3 s timeout) holding the lock that closing needs, and its message thread in a 1 s queue wait.
-    Shutting the socket down and waking the queue first makes it immediate."""
+    Closing the WebSocket from this thread could leave the client's reader in its 10 s wait on a
+    closed socket, and its message thread waits on its queue for up to 1 s. Sending the close frame
+    and shutting the socket down first (the reader wakes to end of stream at once), and waking the
+    queue, makes it immediate."""
     client = handler.client
     client.auto_reconnect_enabled = False
-    sock = getattr(client.current_session, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
     client.closed = True  # what close() sets first; the message thread checks it once woken
+    session = client.current_session
+    if session is not None:
+        session.keep_running = False
+        ws = session.sock
+        raw = getattr(ws, "sock", None)
+        if raw is not None:
+            with contextlib.suppress(Exception):  # the connection may already be gone
+                ws.send_close()
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
     client.message_queue.put(None)
     handler.close()
 
@@ -209,28 +348,30 @@ def serve(use_http: bool, host: str, port: int) -> None:
     except FtbotError as exc:
         raise click.ClickException(str(exc)) from None
     handler = None
-    if mode == "socket":
-        # Connect before the scheduler starts: a refused app token ends here with a message.
-        try:
+    server = None
+    # Connect (or bind the port) before the scheduler starts: a refused app token or a taken port
+    # ends here with a message, and no job starts for a bot that cannot run.
+    try:
+        if mode == "socket":
             handler = connect_socket_mode(app, bot_settings)
-        except FtbotError as exc:
-            engine.close()
-            raise click.ClickException(str(exc)) from None
+        else:
+            server = make_http_server(app, host, port)
+    except FtbotError as exc:
+        engine.close()
+        raise click.ClickException(str(exc)) from None
     engine.start()
     try:
         if handler is not None:
             click.echo("ftbot is connected to Slack (Socket Mode). Ctrl-C stops it.")
             threading.Event().wait()  # the handler's threads do the work
-        else:
-            server = make_http_server(app, host, port)
+        elif server is not None:
             click.echo(f"ftbot listens on http://{host}:{server.server_port}{EVENTS_PATH}. Ctrl-C stops it.")
-            try:
-                server.serve_forever()
-            finally:
-                server.server_close()
+            server.serve_forever()
     except KeyboardInterrupt:
         click.echo("Stopped.")
     finally:
+        if server is not None:
+            server.server_close()
         if handler is not None:
             close_socket_mode(handler)
         engine.stop()

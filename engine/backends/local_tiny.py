@@ -166,6 +166,10 @@ def _build(out_dir: Path) -> None:
         torch.random.set_rng_state(generator_state)
     model.generation_config.eos_token_id = fast.eos_token_id
     model.generation_config.pad_token_id = fast.pad_token_id
+    from transformers.utils import logging as hf_logging
+
+    # A "Writing model shards" bar for a 1 MB model is noise in the console and in `make run`.
+    hf_logging.disable_progress_bar()
     model.save_pretrained(out_dir)
     (out_dir / "FTBOT_BUILTIN.md").write_text(
         "builtin:tiny - a tiny randomly initialised Llama-style model built by ftbot for trying the\n"

@@ -14,10 +14,11 @@ How Slack's Socket Mode works, and what the fake does:
    "payload", "accepts_response_payload"}`` (events also carry ``retry_attempt`` and
    ``retry_reason``) and records the acks ``{"envelope_id", "payload"?}`` the app sends back
    (:meth:`FakeSocketMode.wait_ack`).
-4. It answers the client's pings with pongs (slack_sdk's builtin client pings on connecting and
-   every ``ping_interval``, and reconnects when pongs stop), and can end a connection the three
-   ways Slack's do: :meth:`refresh` (the ``disconnect`` message Slack sends before it rotates a
-   connection), :meth:`drop` (a close frame) and :meth:`cut` (the TCP connection just ends).
+4. It answers the client's pings with pongs (the client pings every ``ping_interval`` and
+   replaces a connection whose pong is late), and can end a connection the ways Slack's end:
+   :meth:`refresh` (the ``disconnect`` message Slack sends before it rotates a connection),
+   :meth:`drop` (a close frame), :meth:`cut` (the TCP connection just ends) and :meth:`stall`
+   (nothing more comes back, the TCP connection left open: a link that died silently).
    ``refuse = True`` answers every handshake 403 (a proxy that blocks WebSockets).
 
     with FakeSlack() as slack, FakeSocketMode(slack) as ws:
@@ -53,8 +54,8 @@ if TYPE_CHECKING:
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 MAX_MESSAGE = 1 << 20  # the client only sends acks; anything bigger is a bug
-# A fast ping for tests: the builtin client checks its connection (and reconnects) on this tick,
-# and drops one that has not answered for four ticks (not too short for a loaded CI machine).
+# A fast ping for tests: the client pings on this tick and replaces a connection whose pong is half
+# a tick late (not too short for a loaded CI machine).
 TEST_PING_SECONDS = 1.0
 
 
@@ -81,10 +82,13 @@ class Connection:
     pongs: list[bytes] = field(default_factory=list)  # answers to our pings
     close_code: int | None = None  # the client's close frame, if it sent one
     open: bool = True
+    stalled: bool = False  # True: nothing is sent any more (see FakeSocketMode.stall)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send_frame(self, opcode: int, payload: bytes = b"") -> None:
-        """One unmasked frame (servers never mask, RFC 6455 section 5.1)."""
+        """One unmasked frame (servers never mask, RFC 6455 section 5.1); none once stalled."""
+        if self.stalled:
+            return
         n = len(payload)
         if n < 126:
             header = struct.pack("!BB", 0x80 | opcode, n)
@@ -278,6 +282,13 @@ class FakeSocketMode:
         """End the newest connection's TCP stream with no close frame (a network drop)."""
         conn = self.wait_connected()
         conn.shut()
+        return conn
+
+    def stall(self) -> Connection:
+        """Send nothing more on the newest connection (no pongs, no envelopes) but keep reading it
+        and leave TCP open: what a client sees when a NAT or firewall forgets the connection."""
+        conn = self.wait_connected()
+        conn.stalled = True
         return conn
 
     def _wait(self, predicate: Any, timeout: float, what: str) -> None:

@@ -137,7 +137,9 @@ class Engine:
         self.stop()
         with self._server_lock:
             if self._server is not None:
-                self._server.close(wait=False)
+                # Wait for the generation thread to free the models (see ModelServer.close); a
+                # request still running is bounded by the answer's own time limit.
+                self._server.close(timeout=self.settings.ask_timeout_seconds + 5)
                 self._server = None
         if self._owns_store:
             self.store.close()

@@ -784,14 +784,18 @@ class ModelServer:
         with self._lock:
             return {key: list(base.adapters) for key, base in self._bases.items()}
 
-    def close(self, *, wait: bool = True) -> None:
-        """Stop the generation thread after the requests already queued; drop the models."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
-        if wait:
-            self._thread.join()
+    def close(self, *, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop the generation thread after the requests already queued; drop the models.
+
+        ``wait``: join the thread, at most ``timeout`` seconds (None: until it ends). A process
+        that is about to exit must wait: the thread frees the models as it ends, and torch
+        objects freed while the interpreter shuts down abort the process ("terminate called
+        without an active exception", exit status 134)."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+        if wait and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def __enter__(self) -> ModelServer:
         return self

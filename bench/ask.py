@@ -220,12 +220,13 @@ def main() -> None:
     )
     print(f"server's first request (loads base + adapter): {first_s * 1000:.1f} ms")
     print(f"ratio: {cold_s / warm_s:.1f}x   goal >= 10x   {'MET' if cold_s / warm_s >= 10 else 'NOT MET'}")
-    # A warm server still generates: it can save the loading, nothing else. So no server can beat
-    # the seed's way by more than (seed's total) / (seed's generation alone) on this model.
+    # A warm server still generates: what it saves is the loading. Saving all of it, with the
+    # seed's own generation speed, gives seed total / seed generation; more needs faster generation.
     generation_s = max(cold_s - statistics.median(loads), 1e-9)
+    ceiling = cold_s / generation_s
     print(
-        f"ceiling for any server here (seed's total / its generation alone): {cold_s / generation_s:.1f}x "
-        f"({'the goal is reachable' if cold_s / generation_s >= 10 else 'the 10x goal needs a bigger model'})"
+        f"loading is {statistics.median(loads) * 1000:.1f} of the seed's {cold_s * 1000:.1f} ms: skipping all of it "
+        f"gives {ceiling:.1f}x ({'the 10x goal is within reach' if ceiling >= 10 else 'the 10x goal needs a model that takes longer to load'})"
     )
 
     # 2. Throughput: N concurrent requests batched vs one by one.

@@ -69,17 +69,23 @@ class Settings:
         env = os.environ if env is None else env
         problems: list[str] = []
 
-        def number(name: str, default: float, *, minimum: float = 0.0) -> float:
+        def read_float(name: str) -> float | None:
+            """The variable as a float; None when unset or empty, or not a number (a problem)."""
             raw = env.get(name, "").strip()
             if not raw:
-                return default
+                return None
             try:
-                value = float(raw)
+                return float(raw)
             except ValueError:
                 problems.append(f"{name}={raw!r} is not a number")
+                return None
+
+        def number(name: str, default: float, *, minimum: float = 0.0) -> float:
+            value = read_float(name)
+            if value is None:
                 return default
             if not math.isfinite(value):
-                problems.append(f"{name}={raw!r} is not a finite number")
+                problems.append(f"{name}={env.get(name, '').strip()!r} is not a finite number")
                 return default
             if value < minimum:
                 problems.append(f"{name} must be at least {minimum:g}")
@@ -88,13 +94,8 @@ class Settings:
 
         def optional_positive(name: str) -> float | None:
             """An optional limit: unset or empty = none; otherwise a finite number above 0."""
-            raw = env.get(name, "").strip()
-            if not raw:
-                return None
-            try:
-                value = float(raw)
-            except ValueError:
-                problems.append(f"{name}={raw!r} is not a number")
+            value = read_float(name)
+            if value is None:
                 return None
             if not 0 < value < math.inf:  # NaN fails this too
                 problems.append(f"{name} must be more than 0 (leave it unset for no limit)")

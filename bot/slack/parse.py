@@ -278,6 +278,18 @@ def parse_finetune(text: str) -> FinetuneCommand:
     return FinetuneRequest(dataset=dataset, options=options, eval_dataset=eval_dataset)
 
 
+def _ask_number(found: dict[str, str], key: str, kind: type, what: str) -> Any:
+    """``found[key]`` as ``kind`` (None when absent); a ParseError naming what ``key`` takes."""
+    if key not in found:
+        return None
+    try:
+        return kind(found[key])
+    except ValueError:
+        raise ParseError(
+            f"`{key}={found[key]}` is not {what}; {key} takes {ASK_KEYS[key]}. Usage: {ASK_USAGE}."
+        ) from None
+
+
 def parse_ask(text: str) -> AskRequest | HelpRequest:
     """Parse ``/ask`` text: leading ``model=ID``, ``temperature=X``, ``max_tokens=N`` and
     ``compare`` words (any order), then the question.
@@ -314,24 +326,8 @@ def parse_ask(text: str) -> AskRequest | HelpRequest:
         if not rest and (found or compare):
             raise ParseError(f"What is the question? Usage: {ASK_USAGE}.")
         return HelpRequest("ask")
-    temperature: float | None = None
-    max_tokens: int | None = None
-    if "temperature" in found:
-        try:
-            temperature = float(found["temperature"])
-        except ValueError:
-            raise ParseError(
-                f"`temperature={found['temperature']}` is not a number; temperature takes "
-                f"{ASK_KEYS['temperature']}. Usage: {ASK_USAGE}."
-            ) from None
-    if "max_tokens" in found:
-        try:
-            max_tokens = int(found["max_tokens"])
-        except ValueError:
-            raise ParseError(
-                f"`max_tokens={found['max_tokens']}` is not a whole number; max_tokens takes "
-                f"{ASK_KEYS['max_tokens']}. Usage: {ASK_USAGE}."
-            ) from None
+    temperature = _ask_number(found, "temperature", float, "a number")
+    max_tokens = _ask_number(found, "max_tokens", int, "a whole number")
     return AskRequest(
         prompt=rest,
         model=found.get("model"),

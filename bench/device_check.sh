@@ -172,7 +172,7 @@ note "== setup done at $(elapsed)s with $PY"
 # ---------------------------------------------------------------------------------------- steps
 
 if [ "$QUICK" = 1 ]; then
-    MODEL=() # builtin:tiny
+    MODEL=(--base-model builtin:tiny) # the benches default to builtin:smollm2
     NAME=builtin:tiny
     BIG_NAME="builtin:tiny (too short)"
     ASK=(--warm-requests 2 --cold-requests 1 --concurrency 4)

@@ -23,9 +23,12 @@ from importlib.metadata import PackageNotFoundError, version
 known = {"transformers": "5.24.0", "peft": "0.21.2", "trl": "1.16.0", "bitsandbytes": "0.50.2",
          "datasets": "5.2.0", "dill": "0.4.1", "multiprocess": "0.70.19",
          "regex": "2026.11.19"}  # transformers refuses to import with a regex older than 2025.10.22
+# The GPU image's huggingface_hub is 1.33: transformers 5.25 and later need hub >= 2.4, which needs
+# httpx2 and more, past the device tool's 64 MiB carry limit; 5.24 runs on hub 1.33.
+pinned = {"transformers": "5.24.0"}
 for name, fallback in known.items():
     try:
-        print(f"{name}=={version(name)}")
+        print(f"{name}=={pinned.get(name) or version(name)}")
     except PackageNotFoundError:
         print(f"{name}=={fallback}")
 PYTHON

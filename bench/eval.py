@@ -1,6 +1,7 @@
 """Benchmark evaluation generation: batched (``generate_batch``) against one prompt at a time.
 
-    python bench/eval.py                                    # builtin:tiny, examples/prices.jsonl
+    python bench/eval.py                                    # builtin:smollm2, examples/prices.jsonl
+    python bench/eval.py --base-model builtin:tiny          # the tiny random model (seconds)
     python bench/eval.py --examples 16 --batch-size 8       # quick
     python bench/eval.py --shape 1b --examples 32           # a GPU host, offline: random-weight Llama-3.2-1B
     python bench/eval.py --base-model Qwen/Qwen2.5-0.5B-Instruct --examples 256   # a GPU host
@@ -9,8 +10,8 @@ Answers the first ``--examples`` eval prompts of a dataset (each example without
 assistant turn, as the evaluation does) with the same model twice: ``batch_size=1`` (the seed's
 loop) and ``batch_size=--batch-size``. Goal: batched >= 4x faster. Also reports how many answers
 are identical (greedy decoding; left padding may flip a near-tie on a few rows). The model is
-loaded as the evaluation loads it (:func:`load_base`: 4-bit where bitsandbytes can with
-``--quantize auto``); the load time is printed apart from the timings. Token counts are generated
+loaded as the evaluation loads it (:func:`load_base`: with ``--quantize auto``, 4-bit on a GPU
+where bitsandbytes can, full precision on a CPU); the load time is printed apart from the timings. Token counts are generated
 token ids up to a stop token; random weights (builtin:tiny, ``--shape``, see bench/shapes.py) never
 learned to stop, so their answers run to ``--max-new-tokens`` and the printout says how many did.
 On CUDA each timed region ends with ``torch.cuda.synchronize()``.
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.shapes import add_model_arguments, resolve_model
 from engine.backends.local_serving import four_bit_available, generate_detailed, load_base
 from engine.prompts import eval_prompt
-from engine.settings import BUILTIN_TINY
+from engine.settings import BUILTIN_SMOLLM2, BUILTIN_TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_model_arguments(parser, default_base=BUILTIN_TINY)
+    add_model_arguments(parser, default_base=BUILTIN_SMOLLM2)
     parser.add_argument("--dataset", type=Path, default=ROOT / "examples" / "prices.jsonl")
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -53,7 +54,9 @@ def main() -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
 
-    quantize = {"auto": four_bit_available(), "yes": True, "no": False}[args.quantize]
+    quantize = {"auto": torch.cuda.is_available() and four_bit_available(), "yes": True, "no": False}[
+        args.quantize
+    ]
     scratch = tempfile.TemporaryDirectory(prefix="ftbot-bench-eval-")  # removed at exit
     work = Path(scratch.name)
     base_path, model_label = resolve_model(args, work)

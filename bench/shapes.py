@@ -102,10 +102,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, default_base: str) -
 
 
 def resolve_model(args: argparse.Namespace, work: Path) -> tuple[str, str]:
-    """``(what from_pretrained loads, how the printouts name it)`` for ``--base-model``/``--shape``;
-    ``builtin:tiny`` is built under ``work``."""
+    """``(what from_pretrained loads, how the printouts name it)`` for ``--base-model``/``--shape``.
+    ``builtin:tiny`` is built under ``work``; ``builtin:smollm2`` is the one in FTBOT_HOME (converted
+    there on first use, as the product does), so every benchmark reuses one conversion."""
     if getattr(args, "shape", None):
         return str(build_shape(args.shape, args.shape_dir or work)), describe(args.shape)
-    from engine.backends.local_tiny import resolve_base_model
+    from engine.backends.local_builtin import resolve_base_model
+    from engine.settings import BUILTIN_SMOLLM2, Settings
 
+    if args.base_model == BUILTIN_SMOLLM2:
+        return resolve_base_model(args.base_model, Settings.from_env().builtin_dir, progress=print), args.base_model
     return resolve_base_model(args.base_model, work / "builtin"), args.base_model

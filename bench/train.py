@@ -1,6 +1,7 @@
 """Benchmark training: our QLoRA recipe beside the seed guide's, same model, same data.
 
-    python bench/train.py                                  # builtin:tiny on this machine (CPU)
+    python bench/train.py                                  # builtin:smollm2 on this machine (CPU)
+    python bench/train.py --base-model builtin:tiny        # the tiny random model (seconds)
     python bench/train.py --base-model Qwen/Qwen2.5-0.5B-Instruct          # a GPU host
     python bench/train.py --shape 1b --seq-len 1024        # a GPU host: real-size Llama, random weights
     python bench/train.py --shape 8b --seq-len 1024 --examples 64
@@ -14,7 +15,9 @@ Two recipes, each in its own child process (so peak memory is its own):
   lr 2e-4, cosine, 10% warm-up, ``paged_adamw_8bit``, bf16); everything else is TRL's default
   (gradient checkpointing on, loss on every token). On a machine without CUDA the paged 8-bit
   optimizer and bf16 cannot run, so it uses ``adamw_torch`` in fp32 there (printed).
-* **ours**: :func:`engine.backends.local_qlora.train` with the default :class:`TrainConfig`.
+* **ours**: :func:`engine.backends.local_qlora.train` with the default :class:`TrainConfig` and
+  the recipe it chooses for this model and device (engine/recipe.py: on a CPU, LoRA on fp32
+  weights, the upper third of the layers, the output head on answer tokens only, batches of 8).
 
 Measured (reference/ml-performance.md section 3): **non-padding tokens per second** over the steady
 state (the first 10% of the optimizer steps, at least 2, are dropped; eval, checkpoint saves and
@@ -45,9 +48,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.shapes import add_model_arguments, build_shape, describe  # noqa: E402
+from bench.shapes import add_model_arguments, describe, resolve_model  # noqa: E402
 
-DEFAULT_DATA = ROOT / "examples" / "extraction.jsonl"
+DEFAULT_DATA = ROOT / "examples" / "labels.jsonl"
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -276,11 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_model_arguments(parser, default_base="builtin:tiny")
+    add_model_arguments(parser, default_base="builtin:smollm2")
     parser.add_argument(
-        "--data", default=str(DEFAULT_DATA), help="chat JSONL file (default: examples/extraction.jsonl)"
+        "--data", default=str(DEFAULT_DATA), help="chat JSONL file (default: examples/labels.jsonl)"
     )
-    parser.add_argument("--examples", type=int, default=256)
+    parser.add_argument("--examples", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument(
         "--seq-len", type=int, default=None, help="stretch user messages to about this many words"
@@ -297,13 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
-        base = args.base_model
-        if args.shape:
-            base = str(build_shape(args.shape, args.shape_dir or Path(tmp)))
-        elif base == "builtin:tiny":
-            from engine.backends.local_tiny import ensure_builtin_tiny
-
-            base = str(ensure_builtin_tiny(Path(tmp) / "builtin"))
+        base, _label = resolve_model(args, Path(tmp))
         facts = model_facts(base)
         runs: dict[str, list[dict[str, Any]]] = {"guide": [], "ours": []}
         for _ in range(args.repeats):

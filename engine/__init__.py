@@ -32,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     # settings
     "Settings": "engine.settings",
     "BUILTIN_TINY": "engine.settings",
+    "BUILTIN_SMOLLM2": "engine.settings",
+    "BUILTIN_MODELS": "engine.settings",
     # jobs
     "Job": "engine.jobs",
     "JobState": "engine.jobs",

@@ -47,7 +47,8 @@ OPTIMIZERS = ("auto", "adamw_torch", "paged_adamw_8bit", "paged_adamw_32bit", "a
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 LOSSES = ("assistant", "all")
 TOGGLES = ("auto", "on", "off")
-QUANTIZE = ("auto", "off")
+QUANTIZE = ("auto", "on", "off")
+RECIPES = ("auto", "guide")
 BACKENDS = ("local", "openai")
 
 # builtin:tiny demo settings (see module docstring). Measured on the CI CPU: 200 examples, 6 epochs
@@ -100,12 +101,14 @@ class TrainConfig:
     gradient_checkpointing: str = "auto"  # auto: off on the CPU and small models; on a GPU when needed to fit
     max_length: int | None = None  # None: from the training examples' token lengths
     loss: str = "assistant"  # assistant: loss on assistant tokens only; all: every token
-    quantize: str = "auto"  # auto: 4-bit NF4 when bitsandbytes can here; off: 16/32-bit LoRA
+    quantize: str = "auto"  # auto: 4-bit NF4 on a GPU (engine/recipe.py); on: 4-bit wherever bitsandbytes can; off: no
+    recipe: str = "auto"  # auto: engine/recipe.py adapts the guide's values to the model, data and device; guide: as is
     # LoRA.
     lora_r: int = 16
     lora_alpha: float | None = None
     lora_dropout: float = 0.05
     target_modules: tuple[str, ...] = ATTENTION_MODULES  # or (ALL_LINEAR,)
+    lora_layers: str = "auto"  # auto: engine/recipe.py decides; all; or "N": the upper N layers
     # Everything.
     seed: int = 0
     eval_fraction: float = 0.1
@@ -191,7 +194,7 @@ _OPTIONS: tuple[_Option, ...] = (
         "base_model",
         ("base_model", "base", "model"),
         "str",
-        "a Hugging Face id, a local directory or builtin:tiny",
+        "a Hugging Face id, a local directory, builtin:smollm2 or builtin:tiny",
         BACKENDS,
     ),
     _Option("backend", ("backend",), "choice", "local or openai", BACKENDS, BACKENDS),
@@ -251,8 +254,17 @@ _OPTIONS: tuple[_Option, ...] = (
         "quantize",
         ("quantize", "4bit", "qlora"),
         "choice",
-        "auto (4-bit QLoRA when possible) or off (LoRA on 16-bit weights: faster, more memory)",
+        "auto (4-bit QLoRA on a GPU; full precision on a CPU, where it is faster), on (4-bit wherever "
+        "possible) or off (LoRA on 16/32-bit weights: faster, more memory)",
         choices=QUANTIZE,
+    ),
+    _Option(
+        "recipe",
+        ("recipe",),
+        "choice",
+        "auto (the guide's QLoRA values adapted to the model's size, the amount of data and the device, "
+        "with early stopping) or guide (the guide's values exactly)",
+        choices=RECIPES,
     ),
     _Option("lora_r", ("r", "lora_r", "rank"), "int", "a whole number from 1 to 256 (default 16)"),
     _Option("lora_alpha", ("alpha", "lora_alpha"), "float", "a number from 1 to 1024 (default 2 x r)"),
@@ -262,6 +274,12 @@ _OPTIONS: tuple[_Option, ...] = (
         ("target", "target_modules"),
         "target",
         "attention (q/k/v/o_proj), all-linear, or a comma list of module names",
+    ),
+    _Option(
+        "lora_layers",
+        ("layers", "lora_layers"),
+        "layers",
+        "auto (every layer on a GPU, the upper third on a CPU), all, or a number N (the upper N layers)",
     ),
     _Option("seed", ("seed",), "int", "a whole number from 0 to 4294967295 (default 0)", BACKENDS),
     _Option(
@@ -367,11 +385,16 @@ def _convert(opt: _Option, raw: str) -> tuple[Any, str | None]:
             value = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}.get(
                 value, value
             )
-        if opt.field == "quantize" and value == "on":
-            value = "auto"  # "4-bit please" is what auto does wherever bitsandbytes can
         if value not in opt.choices:
             return None, f"{raw!r} is not accepted; expected {opt.accepted}"
         return value, None
+    if opt.kind == "layers":
+        value = text.lower()
+        if value in ("auto", "all"):
+            return value, None
+        if value.isdigit() and int(value) >= 1:
+            return str(int(value)), None
+        return None, f"{raw!r} is not accepted; expected {opt.accepted}"
     if opt.kind == "target":
         value = text.lower()
         if value in ("attention", "attn", "qkvo", "default"):
@@ -532,6 +555,7 @@ def _check_values(v: Mapping[str, Any]) -> list[tuple[str, str]]:
         num("max_length", 16, 131072, "a whole number of tokens from 16 to 131072", integer=True)
     choice("loss", LOSSES)
     choice("quantize", QUANTIZE)
+    choice("recipe", RECIPES)
     num("lora_r", 1, 256, "a whole number from 1 to 256", integer=True)
     if v.get("lora_alpha") is not None:
         num("lora_alpha", 1, 1024, "a number from 1 to 1024")
@@ -545,6 +569,9 @@ def _check_values(v: Mapping[str, Any]) -> list[tuple[str, str]]:
             or (ALL_LINEAR in mods and len(mods) > 1)
         ):
             problems.append(("target_modules", "expected attention, all-linear, or a list of module names"))
+    layers = v.get("lora_layers", "auto")
+    if not (isinstance(layers, str) and (layers in ("auto", "all") or (layers.isdigit() and int(layers) >= 1))):
+        problems.append(("lora_layers", "expected auto, all, or a whole number of upper layers"))
     num("seed", 0, 2**32 - 1, "a whole number from 0 to 4294967295", integer=True)
     num("eval_fraction", 0, 0.5, "a fraction above 0 and at most 0.5", lo_open=True)
     if v.get("metric") is not None:

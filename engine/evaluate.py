@@ -17,11 +17,23 @@ text       exact_match, token_f1, rouge_l                              ``token_f
 
 How answers are read (decided here, stated in every report's ``scoring`` text):
 
-- **Numbers.** The first number with a currency symbol in the answer counts, else the first
-  number, with an optional sign, thousands commas and decimals: ``"1,299.00"`` -> 1299, ``"$349"`` -> 349, ``"-12"`` -> -12,
-  ``"about 40 dollars"`` -> 40, ``"The 55-inch TV is $1,049.99."`` -> 1049.99. Not understood: words
-  ("forty"), suffixes ("40k" reads as 40), exponents ("1e3" reads as 1), European decimal
-  commas ("3,5" reads as 3), digits glued to letters ("USD349", "iPhone15" are skipped).
+- **Numbers: an answer counts only when it IS a number.** After removing surrounding spaces,
+  quotes, backticks and ``*`` marks, one final period, a label of one to three words and a colon
+  ("Price:", "Answer:", "Estimated price:") and one hedge ("about", "around", "approximately",
+  "approx.", "roughly", "~", "≈"), what is left must be exactly one number: an optional sign, a
+  currency symbol ($ € £ ¥ ₹, "US$") or code ("USD", "EUR", ...), a sign again ("$-12"), the
+  number (thousands commas only in groups of three, decimals) and an optional unit: "%", a
+  currency symbol, code or word ("349 USD", "40 dollars"), a common unit (:data:`KNOWN_UNITS`:
+  "3 kg", "12 hours") or a unit the references themselves use ("3 widgets"). So ``"1,299.00"``
+  -> 1299, ``"$349"`` -> 349, ``"-12"`` -> -12, ``"Price: about $349."`` -> 349. One exception,
+  kept strict: a short sentence (at most 160 characters and 25 words, of letters, spaces and
+  ``.,!?;:'"()-`` only) whose one and only number is marked as money ("The price is $349.00."
+  -> 349; "It is 40 dollars." -> 40), with no digit glued to a letter anywhere. Everything else is
+  not a number, however many digits it holds: "189ameragreen 36wou742 94 m", "Model X-200 costs
+  3 4 5", "iPhone15", "3 for $10", "The 55-inch TV is $1,049.99." (two numbers), "10-20" (a
+  range), "40k", "1e3", "3,5" (a European decimal comma), "forty". A reference answer is read by
+  the same rule with any unit word allowed (:func:`reference_number`); whether a set of
+  references is numeric at all is :func:`is_strict_number`'s call.
 - **An answer with no number counts against the model**: its error is the reference value itself,
   as if it had answered 0 (for a reference of 0: the median reference value, so it still costs
   something). That is a floor, not a worst case: a wildly wrong number can cost more than no
@@ -51,10 +63,22 @@ against one answering nothing) "significant", yet it means nothing. With fewer t
 ``MIN_EXAMPLES_FOR_VERDICT`` examples there is no verdict but ``no_significant_difference`` (and a
 flag): a bootstrap of five examples says nothing.
 
-Reference points that keep a verdict honest: for numbers and labels the report also scores the
-**know-nothing guess** (always the median reference value / always the most common label, taken
-from the eval references themselves, which only flatters the guess) and flags a fine-tune that
-does not beat it; and it flags a fine-tune that gives the same answer to most examples.
+**The constant answer** keeps every verdict honest. For every task the report scores giving one
+typical answer to every example (:func:`know_nothing_guess`): the median reference value
+(numbers), the most common label (labels), each top-level field's most common value (JSON), the
+reference with the most words in common with the others (text, the medoid by token F1). It is
+taken from the eval references themselves, which only flatters it. A model *beats* it when its
+primary metric is better by at least the smallest change that matters (``beats_constant``).
+Every model is compared with it, baselines included: the report flags each model that does not
+beat it, the verdict sentence never calls a model good (or says "keep using" a baseline, or
+"prompting is enough") when the constant answer beats it, and says "None of the models beats
+always answering ..." when none does. It also flags a fine-tune that gives the same answer to
+most examples.
+
+**Promotion** (:func:`promotion_decision`): a fine-tune becomes its channel's default only when
+its verdict is not ``worse`` AND it has learned something: not all answers empty, some answers
+in the task's format, not one answer for every example while the references vary, and better
+than the constant answer.
 """
 
 from __future__ import annotations
@@ -64,7 +88,8 @@ import math
 import random
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,34 +295,163 @@ def resolve_task(references: Sequence[str], metric: str | None = None) -> tuple[
 # Reading answers
 # ---------------------------------------------------------------------------------------------
 
-# The first number in free text that does not start inside a word ("iPhone15" is not 15, and
-# "X-200" is 200, not -200); thousands commas only in groups of three.
-_NUMBER = re.compile(
-    r"(?<![\w.])(?P<sign>[-+\u2212])?\s?(?P<cur>[$€£¥])?\s?(?P<sign2>[-\u2212])?"
-    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+#: Currency symbols an amount may carry, before or after the number ("$349", "349 €").
+CURRENCY_SYMBOLS = "$€£¥₹"
+#: Currency codes an amount may carry, before or after the number ("USD 349", "349 EUR").
+CURRENCY_CODES = frozenset(
+    {"usd", "eur", "gbp", "jpy", "cny", "rmb", "cad", "aud", "nzd", "chf", "inr", "sek", "nok", "dkk",
+     "pln", "czk", "huf", "brl", "mxn", "hkd", "sgd", "krw", "zar", "try", "rub"}
+)  # fmt: skip
+#: Currency words after the number ("40 dollars").
+CURRENCY_WORDS = frozenset(
+    {"dollar", "dollars", "bucks", "euro", "euros", "pound", "pounds", "yen", "rupees"}
 )
+#: Unit words an answer's number may carry without the references using them ("3 kg", "12 hours").
+#: The units the references themselves use are accepted too (see :func:`reference_units`).
+KNOWN_UNITS = (
+    CURRENCY_CODES
+    | CURRENCY_WORDS
+    | frozenset(
+        {"percent", "pct", "kg", "g", "mg", "lb", "lbs", "oz", "t", "km", "m", "cm", "mm", "mi", "ft", "in",
+         "inch", "inches", "l", "ml", "w", "kw", "kwh", "v", "mah", "gb", "tb", "mb", "hz", "khz", "mhz",
+         "ghz", "s", "sec", "secs", "second", "seconds", "min", "mins", "minute", "minutes", "h", "hr",
+         "hrs", "hour", "hours", "day", "days", "week", "weeks", "month", "months", "year", "years", "yr",
+         "yrs", "point", "points", "pts", "star", "stars", "item", "items", "unit", "units", "pcs",
+         "piece", "pieces", "people", "persons"}
+    )
+)  # fmt: skip
+#: Hedges allowed before the number ("about 40"); they are not part of the value.
+HEDGES = ("approximately", "approx.", "approx", "about", "around", "roughly", "~", "≈")
+
+_NUMBER_BODY = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+"
+_CODES_RE = "|".join(sorted(CURRENCY_CODES, key=len, reverse=True))
+# One number, as a whole answer: optional sign, currency symbol or code, sign again ("$-12"), the
+# number (thousands commas only in groups of three), an optional unit, percent or currency after.
+_WHOLE_NUMBER = re.compile(
+    rf"^(?P<sign>[-+\u2212])?\s?(?P<cur>US\$|[{CURRENCY_SYMBOLS}]|(?:{_CODES_RE})(?=[\s\d.+\-\u2212]))?\s?"
+    rf"(?P<sign2>[-+\u2212])?\s?(?P<num>{_NUMBER_BODY})"
+    rf"(?:\s?(?P<unit>%|[{CURRENCY_SYMBOLS}]|[^\W\d_]+))?$",
+    re.IGNORECASE,
+)
+# "Price:", "Final answer:", "Estimated price:": one to three words of letters and a colon.
+_LABEL_PREFIX = re.compile(r"^[^\W\d_]+(?:\s[^\W\d_]+){0,2}\s?:\s*")
+_HEDGE_PREFIX = re.compile(
+    r"^(?:(?:" + "|".join(re.escape(h) for h in HEDGES if h[0].isalpha()) + r")\s+|[~≈]\s*)", re.IGNORECASE
+)
+# Characters an answer may be wrapped in: quotes, backticks, markdown bold/italics.
+_WRAPPERS = "\"'`*“”‘’"
+# The sentence rule: a short sentence of words, spaces and basic punctuation around one amount.
+_SENTENCE_CHARS = re.compile(rf"^(?:[^\W_]|[\s.,!?;:'\"()\-’{CURRENCY_SYMBOLS}])*$")
+_ANY_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_GLUED = re.compile(r"[^\W\d_]\d|\d[^\W\d_]")
+_AMOUNT_IN_SENTENCE = re.compile(
+    rf"(?<![\w.,])(?P<sign>[-\u2212])?(?P<cur>US\$|[{CURRENCY_SYMBOLS}]|\b(?:{_CODES_RE}))?\s?"
+    rf"(?P<sign2>[-\u2212])?(?P<num>{_NUMBER_BODY})(?!\d|[.,]\d)"
+    rf"(?:\s?(?P<unit>[{CURRENCY_SYMBOLS}]|[^\W\d_]+\b))?",
+    re.IGNORECASE,
+)
+#: The sentence rule's limits: at most this many characters and words.
+SENTENCE_MAX_CHARS = 160
+SENTENCE_MAX_WORDS = 25
 
 
-def parse_number(text: str | None) -> float | None:
-    """The answer's number (see the module docstring): the first one with a currency symbol, else
-    the first one; None when there is none."""
-    if not isinstance(text, str):
+def _unwrap(text: str) -> str:
+    """``text`` without surrounding spaces, quotes, backticks, bold marks and one final period."""
+    previous = None
+    while previous != text:
+        previous = text
+        text = text.strip().strip(_WRAPPERS).strip()
+        if text.endswith(".") and not text.endswith(".."):
+            text = text[:-1]
+    return text
+
+
+def _value(match: re.Match[str]) -> float | None:
+    """The signed value of a ``_WHOLE_NUMBER``/``_AMOUNT_IN_SENTENCE`` match (None: two signs, or
+    not finite)."""
+    signs = (match.group("sign") or "") + (match.group("sign2") or "")
+    if len(signs) > 1:
         return None
-    matches = list(_NUMBER.finditer(text))
-    if not matches:
-        return None
-    # "The 55-inch TV costs $499": a number with a currency symbol is the answer when there is one.
-    match = next((m for m in matches if m.group("cur")), matches[0])
-    digits = match.group("num")
-    try:
-        value = float(digits.replace(",", ""))
-    except ValueError:
-        return None
+    value = float(match.group("num").replace(",", ""))
     if not math.isfinite(value):
         return None
-    signs = (match.group("sign") or "") + (match.group("sign2") or "")
-    negative = "-" in signs or "\u2212" in signs
-    return -value if negative else value
+    return -value if signs in ("-", "\u2212") else value
+
+
+def _read_whole_number(text: str, unit_ok: Callable[[str], bool]) -> tuple[float, str | None] | None:
+    """(value, unit) when ``text`` (unwrapped, prefixes removed) is one number, else None."""
+    body = _unwrap(text)
+    body = _LABEL_PREFIX.sub("", body, count=1)
+    body = _unwrap(_HEDGE_PREFIX.sub("", body, count=1))
+    match = _WHOLE_NUMBER.match(body)
+    if match is None:
+        return None
+    unit = match.group("unit")
+    if unit is not None and unit != "%" and unit not in CURRENCY_SYMBOLS and not unit_ok(unit.casefold()):
+        return None
+    value = _value(match)
+    return None if value is None else (value, unit)
+
+
+def _read_amount_in_sentence(text: str) -> float | None:
+    """The sentence rule (see the module docstring): the amount in a short sentence whose only
+    number is marked as money, else None."""
+    body = _unwrap(text)
+    if (
+        len(body) > SENTENCE_MAX_CHARS
+        or len(body.split()) > SENTENCE_MAX_WORDS
+        or len(_ANY_NUMBER.findall(body)) != 1
+        or _GLUED.search(body)
+        or not _SENTENCE_CHARS.match(body)
+    ):
+        return None
+    for match in _AMOUNT_IN_SENTENCE.finditer(body):
+        unit = (match.group("unit") or "").casefold()
+        money_after = unit in CURRENCY_CODES or unit in CURRENCY_WORDS or (unit and unit in CURRENCY_SYMBOLS)
+        if match.group("cur") or money_after:
+            return _value(match)
+    return None
+
+
+def parse_number(text: str | None, *, units: Collection[str] = ()) -> float | None:
+    """The number an answer gives, or None when the answer is not a number (module docstring).
+
+    The answer must BE one number: ``"349.00"``, ``"$1,299"``, ``"-12"``, ``"12.5%"``,
+    ``"349 USD"``, ``"about 40 dollars"``, ``"Price: ~$349."``, ``"`349`"``, or a short sentence
+    whose only number is an amount of money (``"The price is $349.00."``). Digits picked out of
+    other text never count: ``"189ameragreen 36wou742 94 m"``, ``"3 for $10"``, ``"iPhone15"``,
+    ``"40k"`` and ``"1e3"`` are all None. ``units``: unit words (lower case) accepted after the
+    number besides :data:`KNOWN_UNITS`; :func:`score_numeric` passes the references' own units.
+    """
+    if not isinstance(text, str) or len(text) > 1000:
+        return None
+    extra = {u.casefold() for u in units}
+    whole = _read_whole_number(text, lambda unit: unit in KNOWN_UNITS or unit in extra)
+    if whole is not None:
+        return whole[0]
+    return _read_amount_in_sentence(text)
+
+
+def reference_number(text: str | None) -> float | None:
+    """The value of a reference answer, by the answer rule of :func:`parse_number` with any unit
+    word accepted (the references define the task's units: "3 widgets"). None when the reference
+    is not a number; :func:`is_strict_number` decides whether a set of references is numeric."""
+    if not isinstance(text, str):
+        return None
+    whole = _read_whole_number(text, lambda unit: True)
+    return whole[0] if whole is not None else _read_amount_in_sentence(text)
+
+
+def reference_units(references: Sequence[str]) -> frozenset[str]:
+    """The unit words (lower case) the reference answers write after their numbers ("3 widgets":
+    ``{"widgets"}``); answers may use them too."""
+    found: set[str] = set()
+    for ref in references:
+        if isinstance(ref, str):
+            whole = _read_whole_number(ref, lambda unit: True)
+            if whole is not None and whole[1]:
+                found.add(whole[1].casefold())
+    return frozenset(found)
 
 
 def parse_json_object(text: str | None) -> dict[str, Any] | None:
@@ -396,7 +550,7 @@ class Scores:
 def _usable(task: str, references: Sequence[str]) -> list[int]:
     """Indices of references that can be scored (a numeric/json reference must parse)."""
     if task == "numeric":
-        return [i for i, r in enumerate(references) if parse_number(r) is not None]
+        return [i for i, r in enumerate(references) if reference_number(r) is not None]
     if task == "json":
         return [i for i, r in enumerate(references) if parse_json_object(r) is not None]
     return list(range(len(references)))
@@ -411,7 +565,8 @@ def numeric_zero_cost(references: Sequence[float]) -> float:
 
 def score_numeric(references: Sequence[str], predictions: Sequence[str]) -> Scores:
     """Numeric metrics; references that are not numbers are skipped (the caller counts them)."""
-    refs = [parse_number(r) for r in references]
+    refs = [reference_number(r) for r in references]
+    units = reference_units(references)  # an answer may use the references' own units ("3 widgets")
     zero_cost = numeric_zero_cost([r for r in refs if r is not None])
     errors: list[float] = []
     parsed_errors: list[float] = []
@@ -420,7 +575,7 @@ def score_numeric(references: Sequence[str], predictions: Sequence[str]) -> Scor
     for ref, pred_text in zip(refs, predictions, strict=True):
         if ref is None:
             continue
-        pred = parse_number(pred_text)
+        pred = parse_number(pred_text, units=units)
         if pred is None:
             err = abs(ref) if ref != 0 else zero_cost
         else:
@@ -454,9 +609,9 @@ def _same_value(ref: Any, pred: Any, *, lenient: bool) -> bool:
     if isinstance(ref, int | float) and isinstance(pred, int | float):
         return math.isclose(ref, pred, rel_tol=1e-9, abs_tol=1e-12)
     if lenient and isinstance(ref, int | float) and isinstance(pred, str) and is_strict_number(pred):
-        return _same_value(ref, parse_number(pred), lenient=False)
+        return _same_value(ref, reference_number(pred), lenient=False)
     if lenient and isinstance(pred, int | float) and isinstance(ref, str) and is_strict_number(ref):
-        return _same_value(parse_number(ref), pred, lenient=False)
+        return _same_value(reference_number(ref), pred, lenient=False)
     if isinstance(ref, str) and isinstance(pred, str):
         if lenient:
             return " ".join(ref.casefold().split()) == " ".join(pred.casefold().split())
@@ -716,14 +871,16 @@ MIN_EFFECT_RELATIVE = 0.01
 def min_effect(metric: str, references: Sequence[str]) -> float:
     """The smallest change in ``metric`` that counts as a difference (see the module docstring)."""
     if metric in LOWER_IS_BETTER:
-        values = [abs(v) for v in (parse_number(r) for r in references) if v is not None]
+        values = [abs(v) for v in (reference_number(r) for r in references) if v is not None]
         return MIN_EFFECT_RELATIVE * (math.fsum(values) / len(values)) if values else 0.0
     return MIN_EFFECT_SHARE
 
 
 def should_promote(verdict: str | None) -> bool:
-    """Whether a fine-tune may become its channel's default model: its verdict is not ``worse``.
+    """Whether a verdict alone allows promotion: it is not ``worse``.
 
+    Kept for compatibility (it is part of ``engine``'s API); the promotion rule itself is
+    :func:`promotion_decision`, which also refuses a fine-tune that has not learned the task.
     ``None`` (no evaluation) does not promote; an unknown string raises ValueError.
     """
     if verdict is None:
@@ -731,6 +888,76 @@ def should_promote(verdict: str | None) -> bool:
     if verdict not in VERDICTS:
         raise ValueError(f"unknown verdict {verdict!r}")
     return verdict != "worse"
+
+
+_FORMAT_FAILURES: dict[str, str] = {
+    "numeric": "of its answers were a number",
+    "json": "of its answers were valid JSON",
+    "label": "of its answers named a known label",
+}
+
+
+def promotion_decision(report: Mapping[str, Any], *, finetuned: str = "finetuned") -> tuple[bool, list[str]]:
+    """The promotion rule: whether the fine-tune in ``report`` (:func:`build_report`'s dict, or
+    one read back from JSON) may become its channel's default model, and if not, why.
+
+    Returns ``(promote, reasons)``; ``reasons`` is empty exactly when ``promote`` is True, and each
+    reason is a plain-words clause that completes "... was NOT made this channel's default: ".
+    A fine-tune is refused when any of these holds (all that hold are listed, in this order):
+
+    1. it has no verdict (not evaluated, or no baseline), or its verdict is ``worse``;
+    2. all of its answers are empty;
+    3. none of its answers had the task's format (numeric: a number, json: valid JSON, label: a
+       known label; free text has no format) - it has not learned the format;
+    4. it gave the same answer to every example although the reference answers vary;
+    5. it is no better than the constant answer on the primary metric (``beats_constant``: by at
+       least the smallest change that matters), even when its verdict is not ``worse``.
+
+    Reports written before checks 2, 4 and 5 existed lack their keys; those checks are skipped.
+    An unknown verdict raises ValueError.
+    """
+    metrics = report.get("finetuned")
+    verdict = report.get("verdict")
+    if verdict is not None and verdict not in VERDICTS:
+        raise ValueError(f"unknown verdict {verdict!r}")
+    if metrics is None or verdict is None:
+        return False, ["it was not evaluated against a baseline"]
+    task, metric = report.get("task"), report.get("metric")
+    name = METRIC_NAMES.get(metric, metric)
+    reasons: list[str] = []
+    if verdict == "worse":
+        best = report.get("best_baseline")
+        base = (report.get("baseline") or {}).get(best) or {}
+        reasons.append(
+            f"it did worse than {_MODEL_PHRASES.get(best, best)} ({name} "
+            f"{format_metric(metric, metrics.get(metric))} vs {format_metric(metric, base.get(metric))})"
+        )
+    stats = (report.get("answer_stats") or {}).get(finetuned) or {}
+    all_empty = bool(stats.get("n")) and stats.get("empty") == stats.get("n")
+    if all_empty:
+        reasons.append("all of its answers were empty")
+    fmt = FORMAT_METRIC.get(task or "")
+    if fmt is not None and metrics.get(fmt) == 0 and not all_empty:
+        reasons.append(f"0% {_FORMAT_FAILURES[task]}, so it has not learned the format")
+    refs = report.get("reference_stats") or {}
+    if (
+        not all_empty
+        and (stats.get("n") or 0) >= 2
+        and stats.get("distinct") == 1
+        and (refs.get("distinct") or 0) > 1
+    ):
+        reasons.append(
+            f"it gave the same answer ({_short(stats.get('top_answer'), 60)!r}) to every example although "
+            "the right answers vary"
+        )
+    guess = report.get("guess")
+    if guess and (report.get("beats_constant") or {}).get(finetuned) is False:
+        reasons.append(
+            f"it is no better than always answering {_short(guess['answer'], 60)!r} ({name} "
+            f"{format_metric(metric, metrics.get(metric))} vs {format_metric(metric, guess['metrics'].get(metric))}), "
+            "so it has not learned the task"
+        )
+    return not reasons, reasons
 
 
 # ---------------------------------------------------------------------------------------------
@@ -756,11 +983,17 @@ def scoring_note(task: str) -> str:
     """How answers were read and how bad answers counted, in one paragraph for the report."""
     notes = {
         "numeric": (
-            "The first number in each answer is used, or the first amount with a currency symbol when there "
-            "is one ('$1,299.00' reads as 1299). An answer with no number counts as an error as "
-            "large as the reference value, as if it said 0 (for a reference of 0, the median "
-            "reference value). 'avg err (parsed)' is the average error over answers that contained "
-            "a number. Changes smaller than 1% of the average reference value count as no difference."
+            "An answer counts as a number only when it is one: after removing surrounding spaces, "
+            "quotes, backticks, a final period, a label such as 'Price:' and a hedge such as 'about', "
+            "'approximately' or '~', what is left must be a single number, with an optional sign, "
+            "currency symbol or code, thousands commas, decimals and a unit or percent ('$1,299.00', "
+            "'349 USD', '12.5%', '40 dollars'). A short sentence counts only when its one and only number "
+            "is an amount of money ('The price is $349.00.'). Digits picked out of other text never count "
+            "('189ameragreen 36wou742' is not a number, nor is '3 for $10'). An answer that is not a number "
+            "counts as an error as large as the reference value, as if it said 0 (for a reference of 0, "
+            "the median reference value); 'numeric' is the share of answers that were numbers and "
+            "'avg err (parsed)' the average error over those. Changes smaller than 1% of the average "
+            "reference value count as no difference."
         ),
         "json": (
             "Each answer must contain a JSON object (code fences and surrounding text are tolerated). "
@@ -770,11 +1003,12 @@ def scoring_note(task: str) -> str:
         ),
         "label": (
             "An answer counts as a label when it is one (ignoring case and a final period) or names "
-            "exactly one known label; anything else is wrong."
+            "exactly one known label; anything else is wrong. Changes under 1 point count as no difference."
         ),
         "text": (
             "Answers are compared word by word after lower-casing and removing punctuation; token F1 "
-            "is the overlap of words, ROUGE-L the longest run of words in the same order."
+            "is the overlap of words, ROUGE-L the longest run of words in the same order. Changes under "
+            "1 point count as no difference."
         ),
     }
     return notes[task]
@@ -808,8 +1042,13 @@ def build_report(
     so negative is better for errors; as :meth:`Interval.to_dict`, plus ``compared``), ``flags``
     ([{code, message}]), ``flips`` ({rule, fixed, broken, fixed_count, broken_count}),
     ``scoring`` (how answers counted), ``details`` ({name: task extras}), ``per_example``
-    ({name: primary per-example scores}), ``guess`` (:func:`know_nothing_guess`, or None),
-    ``summary`` (the one-sentence verdict). ``interval`` also holds ``min_effect``.
+    ({name: primary per-example scores}), ``guess`` (the constant-answer reference,
+    :func:`know_nothing_guess`, or None), ``beats_constant`` ({name: whether that model beats the
+    constant answer by at least ``min_effect``; empty without a constant answer}), ``min_effect``
+    (the smallest change that counts, :func:`min_effect`), ``answer_stats`` ({name:
+    :func:`answer_stats`} over the scored examples), ``reference_stats`` (the same for the
+    references), ``summary`` (the verdict in plain words, which never presents a model that the
+    constant answer beats as good). ``interval`` also holds ``min_effect``.
     """
     references = list(references)
     for name, answers in predictions.items():
@@ -832,6 +1071,8 @@ def build_report(
     refs = [references[i] for i in usable]
     scores = {name: score(task, refs, [answers[i] for i in usable]) for name, answers in predictions.items()}
     n = len(usable)
+    smallest = min_effect(primary, refs)
+    guess = know_nothing_guess(task, refs)
 
     baselines = [name for name in scores if name != finetuned]
     best = None
@@ -852,7 +1093,6 @@ def build_report(
             confidence=confidence,
             seed=seed,
         )
-        smallest = min_effect(primary, refs)
         verdict = (
             decide(result, higher_is_better=higher, min_effect=smallest)
             if n >= MIN_EXAMPLES_FOR_VERDICT
@@ -878,7 +1118,20 @@ def build_report(
             scores, usable, references, predictions, prompts, finetuned, best, primary, max_flips
         ),
         "scoring": scoring_note(task),
-        "guess": know_nothing_guess(task, refs),
+        "guess": guess,
+        "min_effect": smallest,
+        "beats_constant": (
+            {
+                name: beats_constant(primary, s.metrics.get(primary), guess["metrics"].get(primary), smallest)
+                for name, s in scores.items()
+            }
+            if guess is not None and n > 0
+            else {}
+        ),
+        "answer_stats": {
+            name: answer_stats([answers[i] for i in usable]) for name, answers in predictions.items()
+        },
+        "reference_stats": answer_stats(refs),
         "details": {name: s.details for name, s in scores.items() if s.details},
         "per_example": {name: s.per_example[primary] for name, s in scores.items()},
     }
@@ -894,30 +1147,124 @@ def build_report(
     return report
 
 
-def know_nothing_guess(task: str, references: Sequence[str]) -> dict[str, Any] | None:
-    """What always giving the same typical answer scores, as a reference point: the median
-    reference value (numbers) or the most common label (labels); None for other tasks or no data.
+#: The text constant answer is chosen among at most this many evenly spaced references (each
+#: compared with all of them), so a large eval set costs seconds, not minutes.
+TEXT_MEDOID_CANDIDATES = 200
 
-    ``{"answer": str, "metrics": {...}}``. The guess is taken from the eval references, so it is a
-    little better than a real know-nothing guess: beating it is the least a model should do.
+#: How each task's constant answer is chosen, for the reports.
+CONSTANT_RULES: dict[str, str] = {
+    "numeric": "the median reference value",
+    "label": "the most common label",
+    "json": "each field's most common value in the references",
+    "text": "the reference answer with the most words in common with all the others",
+}
+
+
+def know_nothing_guess(task: str, references: Sequence[str]) -> dict[str, Any] | None:
+    """The constant-answer reference: what giving the same typical answer to every example
+    scores. None when there is nothing to take it from.
+
+    - numeric: the median reference value (the lower median, as the reference wrote it);
+    - label: the most common label (ties: alphabetical);
+    - json: an object with, for each top-level key of the references (in order of first
+      appearance), its most common value (ties: the value seen first);
+    - text: the medoid, the reference with the highest mean token F1 to all references (itself
+      included; ties: the earliest), chosen among at most :data:`TEXT_MEDOID_CANDIDATES`.
+
+    ``{"answer": str, "rule": str, "metrics": {...}}``. The answer is taken from the eval
+    references themselves, so it is a little better than a real know-nothing guess: beating it is
+    the least a model should do.
     """
+    refs = [r for r in references if isinstance(r, str)]
     if task == "numeric":
-        values = sorted((v, r.strip()) for r in references if (v := parse_number(r)) is not None)
+        values = sorted((v, r.strip()) for r in refs if (v := reference_number(r)) is not None)
         if not values:
             return None
-        answer = values[(len(values) - 1) // 2][1]  # the lower median, as the reference wrote it
+        answer = values[(len(values) - 1) // 2][1]
     elif task == "label":
-        if not references:
+        if not refs:
             return None
         counts: dict[str, int] = {}
         shown: dict[str, str] = {}
-        for r in references:
+        for r in refs:
             counts[label_key(r)] = counts.get(label_key(r), 0) + 1
             shown.setdefault(label_key(r), r.strip())
         answer = shown[min(counts, key=lambda k: (-counts[k], k))]
+    elif task == "json":
+        objects = [obj for r in refs if (obj := parse_json_object(r)) is not None]
+        if not objects:
+            return None
+        answer = json.dumps(_typical_object(objects), ensure_ascii=False)
+    elif task == "text":
+        if not refs:
+            return None
+        answer = refs[_medoid(refs)]
     else:
         return None
-    return {"answer": answer, "metrics": score(task, references, [answer] * len(references)).metrics}
+    return {
+        "answer": answer,
+        "rule": CONSTANT_RULES[task],
+        "metrics": score(task, references, [answer] * len(references)).metrics,
+    }
+
+
+def _typical_object(objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """For each top-level key (first-appearance order), its most common value (ties: first seen)."""
+    counts: dict[str, dict[str, int]] = {}
+    values: dict[str, dict[str, Any]] = {}
+    for obj in objects:
+        for key, value in obj.items():
+            canonical = json.dumps(value, sort_keys=True, ensure_ascii=False)
+            counts.setdefault(key, {})
+            counts[key][canonical] = counts[key].get(canonical, 0) + 1
+            values.setdefault(key, {}).setdefault(canonical, value)
+    # max() keeps the first of equal counts, and dicts keep insertion (first-seen) order.
+    return {key: values[key][max(seen, key=seen.__getitem__)] for key, seen in counts.items()}
+
+
+def _medoid(texts: Sequence[str]) -> int:
+    """Index of the text with the highest mean token F1 to all texts (see :func:`know_nothing_guess`)."""
+    bags = [Counter(text_tokens(t)) for t in texts]
+    sizes = [sum(b.values()) for b in bags]
+
+    def f1(i: int, j: int) -> float:  # token_f1 on pre-counted tokens
+        if not sizes[i] or not sizes[j]:
+            return 1.0 if sizes[i] == sizes[j] else 0.0
+        overlap = sum((bags[i] & bags[j]).values())
+        return 2 * overlap / (sizes[i] + sizes[j])
+
+    step = max(1, math.ceil(len(texts) / TEXT_MEDOID_CANDIDATES))
+    candidates = range(0, len(texts), step)
+    return max(candidates, key=lambda i: (math.fsum(f1(i, j) for j in range(len(texts))), -i))
+
+
+def beats_constant(metric: str, value: float | None, constant: float | None, smallest: float = 0.0) -> bool:
+    """Whether a model's ``value`` of ``metric`` beats the constant answer's by at least
+    ``smallest`` (the smallest change that matters, :func:`min_effect`), and strictly. A missing
+    value never beats; a missing constant is beaten by any value; a perfect value (no error,
+    every answer right) counts as beating it, since nothing can do better (where every reference
+    is the same answer, the constant answer is perfect too)."""
+    if value is None:
+        return False
+    if constant is None or value == (0.0 if metric in LOWER_IS_BETTER else 1.0):
+        return True
+    gain = constant - value if metric in LOWER_IS_BETTER else value - constant
+    return gain > 0 and gain >= smallest
+
+
+def answer_stats(answers: Sequence[str | None]) -> dict[str, Any]:
+    """How varied a model's answers are, compared ignoring case and extra spaces: ``n``,
+    ``empty`` (blank answers), ``distinct`` (different answers), ``top_answer`` (the most
+    common, shortened to 120 characters) and ``top_count`` (how often it appears)."""
+    keys = [" ".join((a or "").casefold().split()) if isinstance(a, str) else "" for a in answers]
+    top = _same_answer([a if isinstance(a, str) else "" for a in answers])
+    return {
+        "n": len(keys),
+        "empty": sum(1 for k in keys if not k),
+        "distinct": len(set(keys)),
+        "top_answer": _short(top[0], 120) if top else None,
+        "top_count": top[1] if top else 0,
+    }
 
 
 def _flips(
@@ -1008,6 +1355,19 @@ def _flags(
             f"a valid {'number' if task == 'numeric' else 'JSON object'} and were left out.",
         )
 
+    guess = report.get("guess")
+    beats = report.get("beats_constant") or {}
+    guess_value = guess["metrics"].get(primary) if guess else None
+    losers = [name for name in scores if name != finetuned and beats.get(name) is False]
+    if guess and losers:
+        verb = "is" if len(losers) == 1 else "are"
+        add(
+            "baseline_no_better_than_guessing",
+            f"{_upper_first(_join([_model_with_value(report, name, report['baseline'][name]) for name in losers]))} "
+            f"{verb} no better than {_constant_phrase(report)}: prompting the base model does not do this "
+            "task yet.",
+        )
+
     ft = scores.get(finetuned)
     best = report["best_baseline"]
     if ft is None or best is None or n == 0:
@@ -1069,14 +1429,11 @@ def _flags(
                 f"({_pct(fm[fmt])} vs {_pct(bm[fmt])}).",
             )
 
-    guess = report.get("guess")
-    guess_value = guess["metrics"].get(primary) if guess else None
-    if guess_value is not None and not _better(primary, fm.get(primary), guess_value):
+    if guess and beats.get(finetuned) is False:
         add(
             "no_better_than_guessing",
-            f"The fine-tuned model is no better than always answering {guess['answer']!r}, the typical "
-            f"answer ({METRIC_NAMES.get(primary, primary)} {format_metric(primary, fm.get(primary))} vs "
-            f"{format_metric(primary, guess_value)}): it has not learned the task.",
+            f"{_upper_first(_model_with_value(report, finetuned, fm))} is no better than "
+            f"{_constant_phrase(report)}: it has not learned the task.",
         )
 
     same = _same_answer(finetuned_answers)
@@ -1101,13 +1458,23 @@ def _flags(
         and zero is not None
         and best == "few_shot"
         and _better(primary, few.metrics.get(primary), zero.metrics.get(primary))
-        and (guess_value is None or _better(primary, few.metrics.get(primary), guess_value))
+        and beats.get("few_shot", guess_value is None)  # never recommend what a constant answer beats
     ):
-        add(
-            "prompting_is_enough",
-            "Putting a few examples in the prompt already does as well as or better "
-            "than fine-tuning here: consider using prompting instead.",
-        )
+        few_value, ft_value = few.metrics.get(primary), fm.get(primary)
+        if report["verdict"] == "no_significant_difference" and _better(primary, ft_value, few_value):
+            # The fine-tune scored higher, but not by more than chance: say exactly that.
+            message = (
+                f"Putting a few examples in the prompt comes close ({METRIC_NAMES.get(primary, primary)} "
+                f"{format_metric(primary, few_value)} vs {format_metric(primary, ft_value)} for the fine-tune), "
+                "and the difference could be chance: prompting may be enough here. More eval examples "
+                "would tell."
+            )
+        else:
+            message = (
+                "Putting a few examples in the prompt already does as well as or better "
+                "than fine-tuning here: consider using prompting instead."
+            )
+        add("prompting_is_enough", message)
     return flags
 
 
@@ -1172,36 +1539,130 @@ def format_interval(metric: str, low: float, high: float) -> str:
     return f"{format_difference(metric, low, like=size)} to {format_difference(metric, high, like=size)}"
 
 
+_FORMAT_SHARES: dict[str, str] = {
+    "numeric": "numbers in {} of answers",
+    "json": "valid JSON in {} of answers",
+    "label": "a known label in {} of answers",
+}
+
+
+def format_note(report: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> str:
+    """The task's format rate in words (see :data:`FORMAT_METRIC`), e.g. "numbers in 85% of
+    answers", when a model's answers were not all in the right format; else "" (also for free
+    text). A rate just below 1 shows as 99%, never as a misleading 100%."""
+    fmt = FORMAT_METRIC.get(report.get("task") or "")
+    rate = (metrics or {}).get(fmt) if fmt else None
+    if not isinstance(rate, int | float) or rate >= 1:
+        return ""
+    shown = f"{min(99, round(100 * rate))}%" if rate > 0 else "0%"
+    return _FORMAT_SHARES[report["task"]].format(shown)
+
+
+def _value_phrase(report: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> str:
+    """The primary metric's value, with the format rate beside it when below 100%:
+    "131.9 (numbers in 85% of answers)"."""
+    metric = report["metric"]
+    note = format_note(report, metrics)
+    value = format_metric(metric, (metrics or {}).get(metric))
+    return f"{value} ({note})" if note else value
+
+
+def _model_with_value(report: Mapping[str, Any], name: str, metrics: Mapping[str, Any] | None) -> str:
+    """A model with its value, e.g. "the base model on its own (average error 3,746, numbers in 0%
+    of answers)"."""
+    metric = report["metric"]
+    parts = [f"{METRIC_NAMES.get(metric, metric)} {format_metric(metric, (metrics or {}).get(metric))}"]
+    if format_note(report, metrics):
+        parts.append(format_note(report, metrics))
+    return f"{_MODEL_PHRASES.get(name, name)} ({', '.join(parts)})"
+
+
+def _constant_phrase(report: Mapping[str, Any]) -> str:
+    """The constant answer with its value, e.g. "always answering '111.99', the median reference
+    value (average error 122.8)"."""
+    guess = report["guess"]
+    metric = report["metric"]
+    rule = guess.get("rule")
+    return (
+        f"always answering {_short(guess['answer'], 60)!r}"
+        + (f", {rule}" if rule else "")
+        + f" ({METRIC_NAMES.get(metric, metric)} {format_metric(metric, guess['metrics'].get(metric))})"
+    )
+
+
+def _upper_first(text: str) -> str:
+    """``text`` with its first letter upper-cased (``str.capitalize`` would lower the rest)."""
+    return text[:1].upper() + text[1:]
+
+
+def _join(items: Sequence[str]) -> str:
+    """Items in words: "a", "a and b", "a, b and c"."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _constant_verdict(report: Mapping[str, Any], names: Sequence[str]) -> str:
+    """What the verdict sentence adds about the constant answer for the models ``names`` (those
+    it talks about): "" when each of them beats it (or there is none)."""
+    beats = report.get("beats_constant") or {}
+    if not report.get("guess") or not beats:
+        return ""
+    if not any(beats.values()):
+        return (
+            f" None of the models beats {_constant_phrase(report)}, so none of them is worth using "
+            "for this task yet."
+        )
+    losers = [name for name in names if beats.get(name) is False]
+    if not losers:
+        return ""
+    who = _upper_first(_join([_MODEL_PHRASES.get(name, name) for name in losers]))
+    return f" {who} {'is' if len(losers) == 1 else 'are'} no better than {_constant_phrase(report)}."
+
+
 def verdict_sentence(report: Mapping[str, Any]) -> str:
-    """The verdict in one sentence a non-expert understands."""
+    """The verdict in plain words, for a non-expert.
+
+    It states the verdict (fine-tuned against the better baseline, with the confidence range) and
+    each model's format rate beside its value when below 100%, and it never presents as good a
+    model that the constant answer (:func:`know_nothing_guess`) beats: "Fine-tuning helped" only
+    when the fine-tune also beats the constant answer, "keep using" a baseline only when that
+    baseline beats it, and "None of the models beats always answering ..." when none does.
+    """
     metric = report["metric"]
     verdict = report.get("verdict")
     ft = report.get("finetuned")
     best = report.get("best_baseline")
+    name = METRIC_NAMES.get(metric, metric)
     if ft is None:
         if best is None:
             return "No results yet."
         parts = [
-            f"{MODEL_LABELS.get(name, name)}: {METRIC_NAMES.get(metric, metric)} "
-            f"{format_metric(metric, m.get(metric))}"
-            for name, m in report["baseline"].items()
+            f"{MODEL_LABELS.get(model, model)}: {name} {_value_phrase(report, m)}"
+            for model, m in report["baseline"].items()
         ]
-        return "Baseline measured (" + "; ".join(parts) + "); the fine-tune is not evaluated yet."
+        return (
+            "Baseline measured ("
+            + "; ".join(parts)
+            + "); the fine-tune is not evaluated yet."
+            + _constant_verdict(report, list(report["baseline"]))
+        )
     if best is None:
         return (
-            f"The fine-tuned model scored {METRIC_NAMES.get(metric, metric)} "
-            f"{format_metric(metric, ft.get(metric))}, with no baseline to compare against."
+            f"The fine-tuned model scored {name} {_value_phrase(report, ft)}, with no baseline to compare "
+            "against." + _constant_verdict(report, ["finetuned"])
         )
     base = report["baseline"][best]
-    name = METRIC_NAMES.get(metric, metric)
+    base_phrase = _MODEL_PHRASES.get(best, best)
     direction = "lower is better" if not report["higher_is_better"] else "higher is better"
     values = (
-        f"{name} {format_metric(metric, ft.get(metric))} for the fine-tuned model vs "
-        f"{format_metric(metric, base.get(metric))} for {_MODEL_PHRASES.get(best, best)} ({direction})"
+        f"{name} {_value_phrase(report, ft)} for the fine-tuned model vs "
+        f"{_value_phrase(report, base)} for {base_phrase} ({direction})"
     )
+    beats = report.get("beats_constant") or {}
+    tail = _constant_verdict(report, ["finetuned", best])
     interval = report.get("interval")
     if report["n"] < MIN_EXAMPLES_FOR_VERDICT:
-        return f"Too few eval examples ({report['n']}) to tell whether fine-tuning helped: {values}."
+        return f"Too few eval examples ({report['n']}) to tell whether fine-tuning helped: {values}.{tail}"
     span = ""
     if interval is not None:
         span = (
@@ -1209,27 +1670,35 @@ def verdict_sentence(report: Mapping[str, Any]) -> str:
             f"{format_interval(metric, interval['low'], interval['high'])}"
         )
     if verdict == "improved":
+        if beats.get("finetuned") is False:
+            return f"The fine-tuned model did better than {base_phrase}: {values}; {span}.{tail}"
         return f"Fine-tuning helped: {values}; {span}, so the gain is unlikely to be chance."
     if verdict == "worse":
-        return f"Fine-tuning made things worse: {values}; {span}, so keep using the baseline."
+        if beats.get(best) is False:
+            return f"Fine-tuning made things worse: {values}; {span}.{tail}"
+        return f"Fine-tuning made things worse: {values}; {span}, so keep using {base_phrase}."
     if interval is not None and interval["low"] == interval["high"] == 0:
         return (
-            f"No difference: the fine-tuned model and {_MODEL_PHRASES.get(best, best)} scored the same on "
-            f"every example ({name} {format_metric(metric, ft.get(metric))})."
+            f"No difference: the fine-tuned model and {base_phrase} scored the same on "
+            f"every example ({name} {_value_phrase(report, ft)}).{tail}"
         )
     if interval is not None and (interval["low"] > 0 or interval["high"] < 0):
         return (
             f"No meaningful difference: {values}; the change, "
             f"{format_difference(metric, interval['mean_difference'])}, is smaller than the smallest "
             f"change that matters here ({format_difference(metric, interval.get('min_effect') or 0.0)[1:]})."
+            f"{tail}"
         )
     return (
-        f"No clear difference: {values}; {span}, which includes no change, so the difference could be chance."
+        f"No clear difference: {values}; {span}, which includes no change, so the difference could be "
+        f"chance.{tail}"
     )
 
 
-def render_text(report: Mapping[str, Any]) -> str:
-    """A plain-text rendering: the table, the verdict sentence, flags, flips and the scoring note."""
+def _table(report: Mapping[str, Any]) -> tuple[list[str], list[str], list[tuple[str, list[str]]]]:
+    """The results table both renderings share: ``(metric columns, headers, rows)``; each row is
+    ``(label, cells)``. The constant answer comes first, the fine-tune last; the last column says
+    whether each model beats the constant answer ("yes"/"NO"; "-" without one)."""
     task, primary = report["task"], report["metric"]
     columns = [primary] + [m for m in TASK_METRICS[task] if m != primary]
     rows: list[tuple[str, Mapping[str, Any]]] = list(report["baseline"].items())
@@ -1240,13 +1709,29 @@ def render_text(report: Mapping[str, Any]) -> str:
         rows.append(("finetuned", report["finetuned"]))
     labels = dict(MODEL_LABELS)
     if guess:
-        labels["guess"] = f"Always {_short(guess['answer'], 24)!r} (no model)"
+        labels["guess"] = f"Always {_short(guess['answer'], 24)!r} (constant answer, no model)"
     if isinstance(report.get("k"), int):
         labels["few_shot"] = f"Base model + {report['k']} examples (few-shot)"
-    label_width = max([len("Model")] + [len(labels.get(name, name)) for name, _ in rows])
-    cells = [[format_metric(m, metrics.get(m)) for m in columns] for _, metrics in rows]
+    beats = report.get("beats_constant") or {}
     heads = [_SHORT_NAMES.get(m, m) for m in columns]
-    widths = [max([len(h)] + [len(r[k]) for r in cells]) for k, h in enumerate(heads)]
+    if beats:
+        heads.append("beats constant")
+    out: list[tuple[str, list[str]]] = []
+    for name, metrics in rows:
+        cells = [format_metric(m, metrics.get(m)) for m in columns]
+        if beats:
+            cells.append("" if name == "guess" else {True: "yes", False: "NO"}.get(beats.get(name), "-"))
+        out.append((labels.get(name, name), cells))
+    return columns, heads, out
+
+
+def render_text(report: Mapping[str, Any]) -> str:
+    """A plain-text rendering: the table (with the constant-answer row and the format rates),
+    the verdict sentence, flags, flips and how answers were scored."""
+    task, primary = report["task"], report["metric"]
+    _, heads, rows = _table(report)
+    label_width = max([len("Model")] + [len(label) for label, _ in rows])
+    widths = [max([len(h)] + [len(cells[k]) for _, cells in rows]) for k, h in enumerate(heads)]
     direction = "lower is better" if not report["higher_is_better"] else "higher is better"
     lines = [
         f"Task: {task} · primary metric: {METRIC_NAMES.get(primary, primary)} ({direction}) · "
@@ -1254,12 +1739,9 @@ def render_text(report: Mapping[str, Any]) -> str:
         "",
         "  ".join(["Model".ljust(label_width)] + [h.rjust(w) for h, w in zip(heads, widths, strict=True)]),
     ]
-    for (name, _), row in zip(rows, cells, strict=True):
+    for label, cells in rows:
         lines.append(
-            "  ".join(
-                [labels.get(name, name).ljust(label_width)]
-                + [c.rjust(w) for c, w in zip(row, widths, strict=True)]
-            )
+            "  ".join([label.ljust(label_width)] + [c.rjust(w) for c, w in zip(cells, widths, strict=True)])
         )
     lines += ["", "Verdict: " + report.get("summary", verdict_sentence(report))]
     if report["flags"]:
@@ -1280,9 +1762,141 @@ def render_text(report: Mapping[str, Any]) -> str:
                 f"{_SHORT_MODEL.get(best or '', best)} said {_short(item['baseline'], 100)!r}; "
                 f"fine-tuned said {_short(item['finetuned'], 100)!r}"
             )
-    lines += ["", "How answers were scored: " + report["scoring"]]
+    lines += ["", "How answers were scored: " + scoring_text(report)]
     return "\n".join(lines)
+
+
+def scoring_text(report: Mapping[str, Any]) -> str:
+    """The report's scoring note plus how its constant answer was chosen."""
+    text = str(report.get("scoring") or "")
+    guess = report.get("guess")
+    if guess:
+        text += (
+            f" The constant answer, {_short(guess['answer'], 60)!r}, is {guess.get('rule') or 'a typical answer'}"
+            ", taken from the eval references themselves (which flatters it): a model that does not beat "
+            "it by the smallest change that matters has not learned the task."
+        )
+    return text
 
 
 #: The name ``engine`` exports (``render_text`` is too generic at the package level).
 render_report = render_text
+
+
+def _md_code(text: Any, limit: int = 200) -> str:
+    """``text`` as inline code on one line (a backtick inside gets a longer fence)."""
+    body = " ".join(_short(str(text if text is not None else ""), limit).split()) or " "
+    fence = "``" if "`" in body else "`"
+    return f"{fence} {body} {fence}" if fence == "``" else f"`{body}`"
+
+
+def _md_text(text: Any) -> str:
+    """Plain text for a Markdown paragraph or table cell: no line breaks, ``|`` and markup
+    characters escaped so that answers cannot break the table or become links."""
+    body = " ".join(str(text if text is not None else "").split())
+    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", body)
+
+
+def render_markdown(
+    report: Mapping[str, Any],
+    *,
+    job_id: str | None = None,
+    base_model: str | None = None,
+    dataset: str | None = None,
+    promotion: Mapping[str, Any] | None = None,
+    charts: Mapping[str, str] | None = None,
+) -> str:
+    """The report as a Markdown page (``report.md`` in the job's run directory), for people.
+
+    Sections: a title with ``job_id``; what was compared (``base_model``, ``dataset``, task,
+    primary metric and direction, eval examples); the verdict sentence; the results table (the
+    constant-answer row first, every task metric including the format rate, and whether each
+    model beats the constant answer); notes (the report's flags); the promotion decision and its
+    reasons (``promotion``: ``{"promoted": bool, "message": str, "reasons": [str]}``, as
+    ``finish_evaluation`` records it; when absent, :func:`promotion_decision` of the report);
+    examples the fine-tune fixed and broke; the charts (``charts``: file name relative to the
+    page -> caption, only files that exist); how answers were scored. Pure: no file access.
+    """
+    task, primary = report["task"], report["metric"]
+    direction = "lower is better" if not report["higher_is_better"] else "higher is better"
+    title = "Fine-tuning report" + (f": job {job_id}" if job_id else "")
+    lines = [f"# {_md_text(title)}", ""]
+    facts = []
+    if base_model:
+        facts.append(f"- Base model: {_md_code(base_model)}")
+    if dataset:
+        facts.append(f"- Dataset: {_md_code(dataset)}")
+    facts.append(
+        f"- Task: {task}; primary metric: {METRIC_NAMES.get(primary, primary)} (`{primary}`, {direction})"
+    )
+    held = f"- Eval examples: {report['n']}"
+    if report.get("skipped"):
+        held += f" ({report['skipped']} more left out: their reference answer could not be scored)"
+    facts.append(held)
+    verdict = report.get("verdict")
+    if verdict:
+        best = report.get("best_baseline")
+        facts.append(
+            f"- Verdict: **{verdict}** (the fine-tuned model against {_MODEL_PHRASES.get(best, best)}, "
+            "the better baseline)"
+        )
+    lines += [*facts, "", "## Verdict", "", _md_text(report.get("summary") or verdict_sentence(report)), ""]
+
+    _, heads, rows = _table(report)
+    lines += ["## Results", ""]
+    lines.append("| Model | " + " | ".join(_md_text(h) for h in heads) + " |")
+    lines.append("|---|" + "---:|" * len(heads))
+    for label, cells in rows:
+        lines.append("| " + _md_text(label) + " | " + " | ".join(_md_text(c) for c in cells) + " |")
+    lines.append("")
+
+    if report.get("flags"):
+        lines += ["## Notes", ""] + [f"- {_md_text(f.get('message'))}" for f in report["flags"]] + [""]
+
+    if report.get("finetuned") is not None:
+        lines += ["## Promotion", ""]
+        if promotion is None:
+            ok, reasons = promotion_decision(report)
+            promotion = {"promoted": ok, "reasons": reasons}
+        promoted = bool(promotion.get("promoted"))
+        lines.append(
+            "**The fine-tuned model became this channel's default model.**"
+            if promoted
+            else "**The fine-tuned model was NOT made this channel's default model.**"
+        )
+        reasons = list(promotion.get("reasons") or [])
+        if reasons:  # the rule refused it: the reasons, one per line (the message says the same)
+            lines += ["", "Why not:"] + [f"- {_md_text(_upper_first(r))}" for r in reasons]
+            if promotion.get("model_id"):
+                lines += ["", f"You can still try it with {_md_code('model=' + str(promotion['model_id']))}."]
+        elif promotion.get("message"):  # promoted, or held back by a user's choice
+            lines += ["", _md_text(promotion["message"])]
+        lines.append("")
+
+    flips = report.get("flips") or {}
+    best = report.get("best_baseline")
+    for key, heading in (("fixed", "Fixed by the fine-tune"), ("broken", "Broken by the fine-tune")):
+        if not flips.get(key):
+            continue
+        lines += [
+            f"## {heading}",
+            "",
+            f"{len(flips[key])} of {flips[f'{key}_count']} shown; {_md_text(flips.get('rule'))}.",
+            "",
+        ]
+        for item in flips[key]:
+            prompt = f" {_md_code(item['prompt'], 120)}" if item.get("prompt") else ""
+            lines.append(
+                f"- #{item['index'] + 1}{prompt}: expected {_md_code(item['reference'], 100)}; "
+                f"{_SHORT_MODEL.get(best or '', best)} said {_md_code(item['baseline'], 100)}; "
+                f"fine-tuned said {_md_code(item['finetuned'], 100)}"
+            )
+        lines.append("")
+
+    if charts:
+        lines += ["## Charts", ""]
+        for name, caption in charts.items():
+            lines += [f"![{_md_text(caption)}]({name})", ""]
+
+    lines += ["## How answers were scored", "", _md_text(scoring_text(report)), ""]
+    return "\n".join(lines)

@@ -293,9 +293,13 @@ def measure_baseline(
         max_new_tokens=max_new,
         seed=seed,
     )
+    started = time.monotonic()
     zero = generate(eval_prompts, max_new, "baseline zero-shot")
+    zero_seconds = time.monotonic() - started
     ctx.check()
+    started = time.monotonic()
     few = generate([prompts.few_shot_prompt(p, shots) for p in eval_prompts], max_new, "baseline few-shot")
+    few_seconds = time.monotonic() - started
     report = evaluate.build_report(references, {"zero_shot": zero, "few_shot": few}, metric=metric, seed=seed)
     saved = {
         "task": report["task"],
@@ -309,6 +313,8 @@ def measure_baseline(
         "few_shot": few,
         "metrics": report["baseline"],
         "flags": report["flags"],
+        # How long each took: the evaluation of the fine-tune is about the zero-shot's time again.
+        "seconds": {"zero_shot": zero_seconds, "few_shot": few_seconds},
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(saved, ensure_ascii=False))
@@ -323,12 +329,17 @@ def measure_baseline(
     }
     ctx.record(baseline=summary, task=report["task"], metric=report["metric"])
     primary = report["metric"]
+
+    def value(name: str) -> str:  # the metric, with the share of well-formed answers beside it
+        metrics = report["baseline"][name]
+        note = evaluate.format_note(report, metrics)
+        shown = evaluate.format_metric(primary, metrics.get(primary))
+        return f"{shown} ({note})" if note else shown
+
     ctx.emit(
         "baseline",
         f"Baseline on {report['n']} eval examples ({report['task']} task, metric {primary}): "
-        f"zero-shot {evaluate.format_metric(primary, report['baseline']['zero_shot'].get(primary))}, "
-        f"few-shot with {len(shots)} examples "
-        f"{evaluate.format_metric(primary, report['baseline']['few_shot'].get(primary))}.",
+        f"zero-shot {value('zero_shot')}, few-shot with {len(shots)} examples {value('few_shot')}.",
         data=summary,
     )
     if ctx.job.state is JobState.BASELINE:
@@ -351,15 +362,22 @@ def finish_evaluation(
     """Score the fine-tuned answers against the saved baseline and finish the job, for any
     backend: the report (``report.json``, the ``evals`` table, an ``evaluation`` event, the chart,
     one alert per flag), the predictions file (``prompt``, ``reference``, ``zero_shot``,
-    ``few_shot``, ``finetuned`` per line), ``model`` registered with the verdict, the promotion
-    rule, and the job ``succeeded`` with ``model_id = model.id``.
+    ``few_shot``, ``finetuned`` per line), a readable ``report.md`` (:func:`evaluate.render_markdown`,
+    linking ``loss.png`` and ``eval.png`` when they exist) next to them, ``model`` registered with
+    the verdict (always, promoted or not), the promotion rule, and the job ``succeeded`` with
+    ``model_id = model.id``.
 
-    The promotion rule: a model not ``worse`` than its baseline is promoted
-    (:meth:`Store.promote`): it becomes the channel's current model unless a user's choice of a
-    model or of the base model stands (``/finetune use``); then it is only recorded as the
-    channel's latest promoted model, and the ``promotion`` alert says who chose what, when, and
-    how to switch. The job's result records ``promoted`` (it became current), ``promotion`` (the
-    message) and ``kept_choice`` (the user's choice that stood, or None)."""
+    The promotion rule is :func:`evaluate.promotion_decision`: a fine-tune is promoted only when
+    its verdict is not ``worse`` and it has learned something (valid answers, not all empty, not
+    one answer to everything, better than the constant answer). A refused model's ``promotion``
+    alert says why in plain words and how to try it anyway. A promoted model
+    (:meth:`Store.promote`) becomes the channel's current model unless a user's choice of a model
+    or of the base model stands (``/finetune use``); then it is only recorded as the channel's
+    latest promoted model, and the ``promotion`` alert says who chose what, when, and how to
+    switch. The job's result records ``promoted`` (it became current), ``promotion`` (the
+    message), ``promotion_reasons`` (why the rule refused it; empty when it passed),
+    ``kept_choice`` (the user's choice that stood, or None) and ``report_md`` (the page's path);
+    ``report.json`` holds the same under ``promotion``."""
     from engine import evaluate, prompts
 
     job = ctx.job
@@ -377,6 +395,8 @@ def finish_evaluation(
     report["max_new_tokens"] = base["max_new_tokens"]
     report["eval_split"] = dict(job.result.get("eval_split") or {})
     report["text"] = evaluate.render_text(report)
+    eligible, reasons = evaluate.promotion_decision(report)
+    report["promotion"] = {"eligible": eligible, "reasons": reasons}
 
     predictions = ctx.dir / "predictions.jsonl"
     with open(predictions, "w", encoding="utf-8") as out:
@@ -390,7 +410,8 @@ def finish_evaluation(
                 "messages": base["prompts"][i],
             }
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
-    (ctx.dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
+    report_json = ctx.dir / "report.json"
+    _write_text(report_json, json.dumps(report, ensure_ascii=False, indent=1))
     ctx.store.save_eval(job.id, report)
     ctx.emit(
         "evaluation", report.get("summary", ""), data={k: v for k, v in report.items() if k != "per_example"}
@@ -406,7 +427,7 @@ def finish_evaluation(
     verdict = report.get("verdict")
     with contextlib.suppress(FtbotError):  # a resumed evaluation registered it already
         ctx.store.add_model(replace(model, verdict=verdict, metrics=report.get("finetuned") or {}))
-    promoted = evaluate.should_promote(verdict)
+    promoted = eligible
     kept: dict[str, Any] | None = None  # a user's choice that the promotion did not replace
     if promoted:
         choice = ctx.store.promote(job.team, job.channel, model.id)
@@ -436,11 +457,17 @@ def finish_evaluation(
             }
             promotion = held_promotion_message(model.id, verdict, choice)
     else:
-        promotion = (
-            f"The fine-tuned model {model.id} was NOT made the channel's default: it did worse than the "
-            f"baseline. You can still use it with model={model.id}."
-        )
-    ctx.alert("promotion", promotion, promoted=promoted, model_id=model.id, kept_choice=kept)
+        promotion = refused_promotion_message(model.id, reasons)
+    report["promotion"] = {
+        "eligible": eligible,
+        "reasons": reasons,
+        "promoted": promoted,
+        "message": promotion,
+        "kept_choice": kept,
+        "model_id": model.id,
+    }
+    report_md = _write_report_files(ctx, job, report)
+    ctx.alert("promotion", promotion, promoted=promoted, model_id=model.id, kept_choice=kept, reasons=reasons)
     result = {
         "task": report["task"],
         "metric": report["metric"],
@@ -448,13 +475,66 @@ def finish_evaluation(
         "finetuned": report["finetuned"],
         "verdict": verdict,
         "predictions": str(predictions),
-        "report_path": str(ctx.dir / "report.json"),
+        "report_path": str(report_json),
+        "report_md": str(report_md) if report_md else None,
         "promoted": promoted,
         "promotion": promotion,
+        "promotion_reasons": reasons,
         "kept_choice": kept,
         "summary": report.get("summary"),
     }
     return ctx.advance(JobState.SUCCEEDED, report.get("summary") or "Done.", model_id=model.id, result=result)
+
+
+#: The charts report.md links when they are in the run directory (file name -> caption).
+REPORT_CHARTS = {
+    "loss.png": "Training loss, eval loss and learning rate by optimizer step",
+    "eval.png": "The models side by side on the task's metric",
+}
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically (a reader never sees half a file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _write_report_files(ctx: JobContext, job: Job, report: Mapping[str, Any]) -> Path | None:
+    """``report.json`` again, now with the promotion's outcome, and ``report.md``. Returns the
+    page's path; None when it could not be written (a report page never fails an evaluated job:
+    the verdict is already in report.json, the store and the thread)."""
+    from engine import evaluate
+
+    _write_text(ctx.dir / "report.json", json.dumps(report, ensure_ascii=False, indent=1))
+    dataset = None
+    with contextlib.suppress(FtbotError):
+        dataset = ctx.store.get_dataset(job.dataset_hash).name
+    try:
+        page = evaluate.render_markdown(
+            report,
+            job_id=job.id,
+            base_model=job.base_model,
+            dataset=dataset,
+            promotion=report.get("promotion"),
+            charts={name: caption for name, caption in REPORT_CHARTS.items() if (ctx.dir / name).is_file()},
+        )
+        path = ctx.dir / "report.md"
+        _write_text(path, page)
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        ctx.emit("log", f"Could not write report.md: {exc}")
+        return None
+    return path
+
+
+def refused_promotion_message(model_id: str, reasons: Sequence[str]) -> str:
+    """The promotion alert when the promotion rule refused ``model_id``: why, in plain words, and
+    how to try it anyway."""
+    why = "; ".join(reasons) if reasons else "it did not pass the promotion rule"
+    return (
+        f"The fine-tuned model {model_id} was NOT made this channel's default: {why}. "
+        f"You can still try it with model={model_id}."
+    )
 
 
 def _who(user: str) -> str:

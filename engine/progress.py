@@ -78,6 +78,19 @@ class ProgressEvent:
         )
 
 
+def format_duration(seconds: float) -> str:
+    """A duration for people: "45 s", "3 min 20 s" (under 10 minutes), "12 min", "1.5 h"."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 600:
+        minutes, rest = divmod(round(seconds), 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -18,6 +18,8 @@ plugs in through :attr:`Engine.backend_runners`, called on submit).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -36,7 +38,7 @@ from engine.errors import (
 from engine.jobs import Job, JobState, new_job_id
 from engine.progress import ProgressEvent, ProgressSink, utcnow
 from engine.scheduler import Dispatcher, Launcher, Scheduler
-from engine.settings import BUILTIN_TINY, Settings
+from engine.settings import BUILTIN_SMOLLM2, BUILTIN_TINY, Settings
 from engine.store import (
     CHOICE_AUTO,
     CHOICE_BASE,
@@ -121,6 +123,23 @@ class Engine:
         self.scheduler.stop()
         for hook in list(self._stop_hooks):
             hook()
+
+    def prepare_base_model(self, progress: Callable[[str], None] | None = None) -> str | None:
+        """Build the default base model now when it is a builtin one that is not built yet
+        (builtin:smollm2 is converted once, in about half a minute), so that the first job or
+        ``/ask`` does not wait for it in silence; ``progress`` hears each stage. Returns what
+        ``from_pretrained`` loads, or None when the base model is not a builtin one (a hub id or a
+        directory is loaded by the job that needs it).
+
+        Raises:
+            BackendUnavailable: the builtin model cannot be built here (the message says what to do).
+        """
+        from engine.backends.local_builtin import is_builtin, resolve_base_model
+
+        name = self.settings.base_model
+        if not is_builtin(name):
+            return None
+        return resolve_base_model(name, self.settings.builtin_dir, progress=progress)
 
     def add_start_hook(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` each time the engine starts, once the scheduler runs: a display that
@@ -532,6 +551,18 @@ class Engine:
         to every answer of the request (both sides of ``compare``), local or OpenAI. An answer cut
         by the token, time or context limit has ``finish_reason`` other than ``stop`` and a ``note``.
 
+        An answer of the base model alone also says why the base model answered, in
+        ``base_reason`` (a field that only such answers have; ``to_dict()`` includes it), so every
+        surface can tell a newcomer that no fine-tune answered:
+
+        * :data:`BASE_REASON_NO_FINETUNE`: the channel has no fine-tune yet (nothing promoted,
+          nothing chosen, no model made in this channel);
+        * :data:`BASE_REASON_NONE_PROMOTED`: the channel has fine-tunes, but none became its
+          current model (each was worse than its baseline) and nobody chose one;
+        * :data:`BASE_REASON_CHOSEN`: a user made the base model the channel's model
+          (``/finetune use base``);
+        * :data:`BASE_REASON_REQUESTED`: the request named it (``model=base``).
+
         Raises:
             ModelNotFound: ``model`` is not one of the team's, or its adapter was never recorded.
             UsageError: empty prompt; ``compare`` without a fine-tuned model; ``temperature`` or
@@ -575,13 +606,16 @@ class Engine:
                     hint="Fine-tune a model first (/finetune in Slack, `ftbot run FILE` on the command line), "
                     "or name one with model=ID (`ftbot ask --model ID`).",
                 )
-            return server.ask(
+            answer = server.ask(
                 prompt,
                 base_model=self.settings.base_model,
                 wait_seconds=wait,
                 label=f"base:{self.settings.base_model}",
                 temperature=temperature,
                 max_new_tokens=max_tokens,
+            )
+            return with_base_reason(
+                answer, self._base_reason(team, channel, requested=model == BASE_MODEL_ID)
             )
         tuned = {
             "base_model": record.base_model,
@@ -593,6 +627,16 @@ class Engine:
             "max_new_tokens": max_tokens,
         }
         return server.compare(prompt, **tuned) if compare else server.ask(prompt, **tuned)
+
+    def _base_reason(self, team: str, channel: str, *, requested: bool) -> str:
+        """Why the base model alone answers the channel (see :meth:`ask`)."""
+        if requested:
+            return BASE_REASON_REQUESTED
+        if self.store.default_choice(team, channel).mode == CHOICE_BASE:
+            return BASE_REASON_CHOSEN
+        if self.store.models(team, channel=channel, limit=1):
+            return BASE_REASON_NONE_PROMOTED
+        return BASE_REASON_NO_FINETUNE
 
     def check_ask_options(
         self, *, temperature: float | None = None, max_tokens: int | None = None
@@ -641,12 +685,47 @@ USE_CHOICES_HINT = (
 )
 #: The highest ``temperature`` :meth:`Engine.ask` accepts (OpenAI's own limit; 0 = greedy).
 ASK_MAX_TEMPERATURE = 2.0
+#: ``Answer.base_reason`` values: why the base model alone answered (see :meth:`Engine.ask`).
+#: Plain strings, part of the ``ask`` contract: bot/ renders them (blocks.ask_answer, ``ftbot ask``).
+BASE_REASON_NO_FINETUNE = "no_finetune"
+BASE_REASON_NONE_PROMOTED = "none_promoted"
+BASE_REASON_CHOSEN = "chosen"
+BASE_REASON_REQUESTED = "requested"
+
+
+def with_base_reason(answer: Any, reason: str) -> Any:
+    """``answer`` (an ``Answer``) with a ``base_reason`` field set to ``reason``. Anything that
+    is not a dataclass is returned as it is."""
+    if not dataclasses.is_dataclass(answer) or isinstance(answer, type):
+        return answer
+    values = {f.name: getattr(answer, f.name) for f in dataclasses.fields(answer) if f.init}
+    values["base_reason"] = reason
+    return _base_model_answer_type(type(answer))(**values)
+
+
+@functools.cache
+def _base_model_answer_type(answer_type: type) -> type:
+    """``answer_type`` (the serving layer's frozen ``Answer``) plus a ``base_reason`` field.
+
+    A subclass rather than a field of ``Answer`` itself: the serving backends build answers and
+    know nothing of channels, so only the base-model answers this layer hands out carry it, and
+    ``isinstance(answer, Answer)``, ``to_dict()`` and ``dataclasses.asdict`` keep working.
+    """
+    return dataclasses.make_dataclass(
+        "BaseModelAnswer",
+        [("base_reason", str, dataclasses.field(default=BASE_REASON_NO_FINETUNE))],
+        bases=(answer_type,),
+        frozen=True,
+        namespace={"__doc__": "An answer of the base model alone; ``base_reason`` says why."},
+    )
 
 
 def describe_base_model(name: str) -> str:
     """A base model's name for messages; builtin:tiny always says what it is (DESIGN.md)."""
     if name == BUILTIN_TINY:
-        return f"{name} (a tiny demo model built locally for trying the workflow; its answers mean nothing)"
+        return f"{name} (a tiny demo model with random weights, for trying the workflow; its answers mean nothing)"
+    if name == BUILTIN_SMOLLM2:
+        return f"{name} (SmolLM2-135M-Instruct, a small real model that runs on a CPU)"
     return name
 
 

@@ -15,12 +15,15 @@ from pathlib import Path
 from engine.errors import UsageError
 
 BUILTIN_TINY = "builtin:tiny"
+BUILTIN_SMOLLM2 = "builtin:smollm2"
+#: The models the engine provides offline (engine/backends/local_builtin.py); the first is the default.
+BUILTIN_MODELS: tuple[str, ...] = (BUILTIN_SMOLLM2, BUILTIN_TINY)
 
 
 @dataclass(frozen=True)
 class Settings:
     home: Path = Path(".ftbot")
-    base_model: str = BUILTIN_TINY
+    base_model: str = BUILTIN_SMOLLM2
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_poll_seconds: float = 30.0
@@ -112,7 +115,7 @@ class Settings:
 
         settings = cls(
             home=Path(env.get("FTBOT_HOME", "").strip() or ".ftbot").expanduser(),
-            base_model=env.get("FTBOT_BASE_MODEL", "").strip() or BUILTIN_TINY,
+            base_model=env.get("FTBOT_BASE_MODEL", "").strip() or BUILTIN_SMOLLM2,
             openai_api_key=env.get("OPENAI_API_KEY") or None,
             openai_base_url=env.get("OPENAI_BASE_URL") or None,
             openai_poll_seconds=number("FTBOT_OPENAI_POLL_SECONDS", 30.0, minimum=0.01),

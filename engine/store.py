@@ -332,6 +332,66 @@ def _m0005_deliveries(db: sqlite_utils.Database) -> None:
     )
 
 
+# Where the local console (`ftbot chat`) worked before 0006, and the one local workspace that the
+# console and the CLI (`ftbot run/ask/jobs/models`) share since (bot/commands/common.py's
+# LOCAL_TEAM, LOCAL_CHANNEL; the engine cannot import bot/, so the values are repeated here).
+_OLD_CONSOLE_WORKSPACE = ("local", "console")
+_LOCAL_WORKSPACE = ("", "")
+
+
+@MIGRATIONS(name="0006_local_workspace")
+def _m0006_local_workspace(db: sqlite_utils.Database) -> None:
+    # The console ran in team "local", channel "console" while the CLI used team "", channel "":
+    # a fine-tune made in the console was listed by `ftbot jobs` but `ftbot ask --model ID` could
+    # not find it. Both now use the CLI's workspace; move the console's rows there. Every step
+    # only touches rows still in the old workspace, so running it again changes nothing.
+    old_team, old_channel = _OLD_CONSOLE_WORKSPACE
+    team, channel = _LOCAL_WORKSPACE
+    for table in ("datasets", "jobs", "models"):
+        db.execute(
+            f"update {table} set team = ?, channel = ? where team = ? and channel = ?",
+            [team, channel, old_team, old_channel],
+        )
+    # The channel's current-model row: the two workspaces may each have one; keep one, merged.
+    rows = {
+        (row["team"], row["channel"]): row
+        for row in db.query(
+            "select * from defaults where (team = ? and channel = ?) or (team = ? and channel = ?)",
+            [old_team, old_channel, team, channel],
+        )
+    }
+    legacy = rows.get(_OLD_CONSOLE_WORKSPACE)
+    if legacy is None:
+        return
+    current = rows.get(_LOCAL_WORKSPACE)
+    merged = _merge_defaults(legacy, current) if current is not None else dict(legacy)
+    merged.update(team=team, channel=channel)
+    db.execute("delete from defaults where team = ? and channel = ?", [old_team, old_channel])
+    db["defaults"].upsert(merged, pk=("team", "channel"))  # type: ignore[union-attr]
+
+
+def _merge_defaults(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """One channel's current-model row made of two (0006: the console's and the CLI's).
+
+    A person's choice (``model`` or ``base``) beats the promotion rule's; between two of the same
+    kind the later one wins. The rule's latest pick (``promoted_id``) is the later of the two
+    promotions, and under ``auto`` it is also the current model, as :meth:`Store.promote` keeps it.
+    """
+
+    def by_user(row: Mapping[str, Any]) -> bool:
+        return (row.get("choice") or CHOICE_AUTO) != CHOICE_AUTO
+
+    ranked = sorted((a, b), key=lambda row: (by_user(row), row.get("set_at") or ""))
+    merged = dict(ranked[-1])
+    promotions = [row for row in (a, b) if row.get("promoted_id")]
+    if promotions:
+        latest = max(promotions, key=lambda row: row.get("promoted_at") or "")
+        merged.update(promoted_id=latest["promoted_id"], promoted_at=latest.get("promoted_at"))
+    if not by_user(merged):
+        merged.update(choice=CHOICE_AUTO, model_id=merged.get("promoted_id"))
+    return merged
+
+
 # --------------------------------------------------------------------------- conversions
 
 

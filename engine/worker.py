@@ -62,7 +62,7 @@ from engine.pipeline import (
     prepare_data,
     saved_baseline,
 )
-from engine.progress import utcnow
+from engine.progress import format_duration, utcnow
 from engine.scheduler import (
     OOM_HINT,
     adapter_dir,
@@ -203,10 +203,14 @@ class LocalBackend:
     """QLoRA on this machine (engine.backends.local_qlora); generation with local_serving."""
 
     def __init__(self, ctx: JobContext) -> None:
-        from engine.backends.local_tiny import resolve_base_model
+        from engine.backends.local_builtin import resolve_base_model
 
         self.ctx = ctx
-        self.base_path = resolve_base_model(ctx.job.base_model, ctx.settings.builtin_dir)
+        # A builtin model is built on first use (builtin:smollm2: a conversion of about half a
+        # minute): its stages go to the job's thread.
+        self.base_path = resolve_base_model(
+            ctx.job.base_model, ctx.settings.builtin_dir, progress=lambda message: ctx.emit("log", message)
+        )
 
     def _load(self, adapter: Path | None) -> LocalGenerator:
         from engine.backends.local_serving import load_base
@@ -231,10 +235,17 @@ class LocalBackend:
 
         ctx, job = self.ctx, self.ctx.job
         config = TrainConfig.from_dict(job.config)
-        estimate = local_qlora.preflight(
-            base_model=self.base_path, train_examples=data.train, eval_examples=data.eval, config=config
-        )
+        # The eval split is never shown to training, not even for early stopping: the recipe holds
+        # back its own validation split from the training examples (engine/recipe.py).
+        estimate = local_qlora.preflight(base_model=self.base_path, train_examples=data.train, config=config)
         estimate = dict(estimate)
+        measured = (saved_baseline(ctx, data) or {}).get("seconds") or {}
+        if measured.get("zero_shot"):  # the fine-tune answers the same prompts: about as long again
+            estimate["evaluation_seconds"] = float(measured["zero_shot"])
+            estimate["message"] = (
+                f"{estimate.get('message', '')} Then the evaluation, about as long as the zero-shot baseline took "
+                f"({format_duration(float(measured['zero_shot']))})."
+            ).strip()
         ctx.emit("preflight", str(estimate.get("message") or "Pre-flight estimate."), data=estimate)
         ctx.record(preflight=estimate)
         if estimate.get("fits") is False:
@@ -253,13 +264,14 @@ class LocalBackend:
             job_id=job.id,
             base_model=self.base_path,
             train_examples=data.train,
-            eval_examples=data.eval,
+            eval_examples=(),
             config=config,
             output_dir=checkpoints_dir(ctx.settings, job.id),
             sink=ctx.sink,
             should_stop=ctx.should_stop,
             resume_from=resume_from,
             dataset_hash=job.dataset_hash,
+            preflight_seconds=float(estimate["seconds"]) if estimate.get("seconds") else None,
         )
         if getattr(result, "cancelled", False):
             raise Cancelled()

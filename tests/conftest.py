@@ -18,6 +18,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# The product's default base model is builtin:smollm2 (a real 135M model: minutes per training run on
+# a CPU). Tests run on builtin:tiny (random weights, seconds) unless they ask for the real model
+# (the ``smollm2_dir`` fixture, tests/test_smollm2.py); CLI tests started with CliRunner or with
+# this environment inherit it.
+os.environ.setdefault("FTBOT_BASE_MODEL", "builtin:tiny")
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +38,18 @@ def tiny_model_dir(builtin_dir: Path) -> Path:
     return ensure_builtin_tiny(builtin_dir)
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """builtin:smollm2 converted once per test run, shared by the xdist workers (they race for the
+    build's lock: one converts, the others wait and reuse it). Its directory is
+    ``<shared>/builtin/smollm2-135m-instruct-v1``; link ``<shared>/builtin`` as a home's builtin dir."""
+    from engine.backends.local_smollm2 import ensure_builtin_smollm2
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if base.name.startswith("popen-gw") else base) / "shared-builtin"
+    return ensure_builtin_smollm2(shared)
+
+
 @pytest.fixture
 def settings(tmp_path: Path, builtin_dir: Path) -> Settings:
     """Settings with a fresh FTBOT_HOME per test. The builtin model directory is linked from the
@@ -40,7 +57,7 @@ def settings(tmp_path: Path, builtin_dir: Path) -> Settings:
     home = tmp_path / "ftbot-home"
     home.mkdir()
     (home / "builtin").symlink_to(builtin_dir, target_is_directory=True)
-    return Settings.from_env({"FTBOT_HOME": str(home)})
+    return Settings.from_env({"FTBOT_HOME": str(home), "FTBOT_BASE_MODEL": "builtin:tiny"})
 
 
 @pytest.fixture

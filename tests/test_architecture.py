@@ -38,6 +38,7 @@ PURE_CORE = {
     "engine.errors",
     "engine.config",
     "engine.prompts",
+    "engine.recipe",
 }
 SETTINGS_MODULES = {"engine.settings", "bot.settings"}
 

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from slack_bolt import App, BoltResponse
 
 from bot.cli import main as cli
+from bot.commands.common import LOCAL_TEAM
 from bot.console import Console
 from bot.settings import BotSettings
 from bot.slack import blocks
@@ -40,7 +41,7 @@ PROMPT = "price of a laptop?"
 OPENAI_BASE = "gpt-4o-mini-2024-07-18"
 FT_MODEL = f"ft:{OPENAI_BASE}:org-fake:ftbot:abc123"
 LONG = "alpha beta gamma delta epsilon zeta eta theta"  # 8 fake tokens (words)
-CONSOLE_TEAM = "local"  # bot.console.Console's workspace
+CONSOLE_TEAM = LOCAL_TEAM  # bot.console.Console's workspace: the CLI's local one
 
 
 # ------------------------------------------------------------------ helpers
@@ -440,6 +441,30 @@ def test_local_compare_cli_console_and_slack_honour_the_options(
     plain = runner.invoke(cli, ["ask", "--model", "m-cli", "--max-tokens", "2", PROMPT], env=env)
     assert plain.exit_code == 0 and "Answer cut at the 2-token limit." in plain.stderr
 
+
+@pytest.mark.slow
+def test_slack_ask_before_any_fine_tune_says_the_base_model_answers(
+    capped: Settings, slack_harness: Any
+) -> None:
+    # A newcomer's first /ask: no fine-tune in the channel yet. The answer says so and how to make one.
+    h = slack_harness(capped)
+    assert h.ask("what costs?").status == 200
+    posted = h.answer_text()
+    assert "No fine-tuned model in this channel yet" in posted
+    assert "base model `builtin:tiny`" in posted and "run /finetune to make one" in posted
+
+    # A person chose the base model: it answers "by choice", not "no fine-tune yet".
+    h = slack_harness(capped)
+    h.engine.use_model(TEAM, CHANNEL, "base", user="U0USER01")
+    assert h.ask("what costs?").status == 200
+    posted = h.answer_text()
+    assert "by choice" in posted and "No fine-tuned model" not in posted
+
+    # model=base asks for the base model on purpose: nothing to explain.
+    h = slack_harness(capped)
+    assert h.ask("model=base what costs?").status == 200
+    posted = h.answer_text()
+    assert "by choice" not in posted and "No fine-tuned model" not in posted
 
 
 @pytest.mark.slow

@@ -122,7 +122,8 @@ def test_metric_accepts_tasks_and_the_evaluators_metrics() -> None:
 def test_quantize_and_checkpointing_toggles() -> None:
     assert parse_options({}).quantize == "auto"
     assert parse_options({"quantize": "off"}).quantize == "off"
-    assert parse_options({"4bit": "yes"}).quantize == "auto"  # "4-bit please": auto does it where it can
+    assert parse_options({"4bit": "yes"}).quantize == "on"  # "4-bit please", even on a CPU
+    assert parse_options({"recipe": "guide"}).recipe == "guide"
     assert parse_options({"checkpointing": "true"}).gradient_checkpointing == "on"
     with pytest.raises(ConfigError, match="quantize"):
         parse_options({"quantize": "8bit"})

@@ -13,7 +13,12 @@ import pytest
 from engine.evaluate import detect_task, parse_json_object, parse_number
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-EXPECTED = {"prices.jsonl": "numeric", "extraction.jsonl": "json", "labels.jsonl": "label"}
+EXPECTED = {
+    "prices.jsonl": "numeric",
+    "extraction.jsonl": "json",
+    "labels.jsonl": "label",
+    "sentiment.jsonl": "label",
+}
 
 
 def load(name: str) -> list[list[dict]]:
@@ -48,6 +53,35 @@ def test_examples_are_valid_and_of_their_task(name: str, task: str) -> None:
     if task == "json":
         keys = {tuple(parse_json_object(a)) for a in answers}
         assert keys == {("name", "product", "issue", "urgency", "order_id")}
+        for r, a in zip(rows, answers, strict=True):
+            obj, email = parse_json_object(a), r[1]["content"]
+            assert obj["issue"] in {"billing", "login", "shipping", "defect", "refund", "setup"}
+            assert obj["urgency"] in {"low", "medium", "high"}
+            # Every value is answerable from the email itself.
+            assert obj["name"] in email and obj["product"] in email
+            assert obj["order_id"] is None or obj["order_id"] in email
+
+
+def test_labels_use_team_names_the_base_model_cannot_know() -> None:
+    """labels.jsonl is the special-vocabulary demo: the short system prompt does not name the teams,
+    no message contains a team name, and no team dominates."""
+    rows = load("labels.jsonl")
+    answers = [r[-1]["content"] for r in rows]
+    teams = set(answers)
+    assert teams == {"harbor", "ledger", "keystone", "forge", "compass"}
+    system = rows[0][0]["content"].lower()
+    assert not any(team in system for team in teams)
+    assert not any(team in r[1]["content"].lower() for r in rows for team in teams)
+    assert all(0.15 <= answers.count(team) / len(answers) <= 0.25 for team in teams)
+
+
+def test_sentiment_is_told_its_labels_in_the_prompt() -> None:
+    """sentiment.jsonl is the prompting-is-enough example: the system prompt names both answers."""
+    rows = load("sentiment.jsonl")
+    answers = [r[-1]["content"] for r in rows]
+    assert set(answers) == {"positive", "negative"}
+    assert all(0.4 <= answers.count(label) / len(answers) <= 0.6 for label in set(answers))
+    assert all(label in rows[0][0]["content"] for label in set(answers))
 
 
 def test_examples_pass_the_dataset_validator() -> None:

@@ -407,7 +407,8 @@ def _register(
 
 def _reference_with_system(tiny_model_dir: Path, adapter: Path | None, prompt: str, max_new: int) -> str:
     messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": prompt}]
-    return _reference(tiny_model_dir, adapter, messages, quantized=four_bit_available(), max_new=max_new)
+    # A CPU serves in fp32 (load_base: 4-bit only on a GPU), as the CPU recipe trains.
+    return _reference(tiny_model_dir, adapter, messages, quantized=False, max_new=max_new)
 
 
 def test_ftbot_ask_and_models(settings: Any, tiny_model_dir: Path, adapters: tuple[Path, Path]) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.backends.local_tiny import EOS_TOKEN, ensure_builtin_tiny, resolve_base_model
+from engine.backends.local_builtin import resolve_base_model
+from engine.backends.local_tiny import EOS_TOKEN, ensure_builtin_tiny
 
 
 def _digest(directory: Path) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,11 +70,21 @@ def engine(settings: Settings) -> Iterator[Engine]:
         yield eng
 
 
-def _promote_by_evaluation(
-    engine: Engine, *, team: str = TEAM, channel: str = CHANNEL, worse: bool = False
+def _evaluate(
+    engine: Engine,
+    *,
+    references: list[str],
+    zero: list[str],
+    few: list[str],
+    tuned: list[str],
+    task: str,
+    team: str = TEAM,
+    channel: str = CHANNEL,
+    before: Callable[[JobContext], None] | None = None,
 ) -> Job:
-    """A job that reached ``evaluating``, finished by the real ``finish_evaluation`` with answers
-    that beat (or, ``worse``, lose to) the baseline: the promotion rule runs as after training."""
+    """A job that reached ``evaluating``, finished by the real ``finish_evaluation`` with the given
+    answers (no training): the promotion rule runs as after training. ``before`` runs on the job's
+    context first (e.g. to leave a loss chart in its run directory, as training does)."""
     now = datetime.now(UTC)
     job = Job(
         id=new_job_id(),
@@ -90,22 +100,39 @@ def _promote_by_evaluation(
     engine.store.add_job(job)
     for state in (JobState.VALIDATING, JobState.BASELINE, JobState.TRAINING, JobState.EVALUATING):
         engine.store.transition(job.id, state)
-    references = ["yes", "no"] * 15
     base = {
         "references": references,
         "prompts": [[{"role": "user", "content": f"question {i}?"}] for i in range(len(references))],
-        "zero_shot": ["no", "yes"] * 15 if not worse else references,
-        "few_shot": ["no", "yes"] * 15 if not worse else references,
-        "task": "label",
+        "zero_shot": zero,
+        "few_shot": few,
+        "task": task,
         "k": 2,
         "max_new_tokens": 4,
     }
-    tuned = references if not worse else ["maybe"] * len(references)
     ctx = JobContext(store=engine.store, settings=engine.settings, job_id=job.id)
+    if before is not None:
+        before(ctx)
     record = _model(job.id, team=team, channel=channel, job_id=job.id, created_at=now, verdict=None)
     done = finish_evaluation(ctx, base, tuned, model=record, metric=None, seed=0)
     assert done.state is JobState.SUCCEEDED and done.model_id == job.id
     return done
+
+
+def _promote_by_evaluation(
+    engine: Engine, *, team: str = TEAM, channel: str = CHANNEL, worse: bool = False
+) -> Job:
+    """A job finished with answers that beat (or, ``worse``, lose to) the baseline."""
+    references = ["yes", "no"] * 15
+    return _evaluate(
+        engine,
+        references=references,
+        zero=["no", "yes"] * 15 if not worse else references,
+        few=["no", "yes"] * 15 if not worse else references,
+        tuned=references if not worse else ["maybe"] * len(references),
+        task="label",
+        team=team,
+        channel=channel,
+    )
 
 
 def _promotion_alert(engine: Engine, job_id: str) -> dict[str, Any]:
@@ -232,6 +259,80 @@ def test_promotion_does_not_replace_a_users_choice_and_says_so(engine: Engine) -
     assert engine.model_choice(TEAM, CHANNEL).promoted.id == fourth.model_id
     # The other channel of the workspace was never touched.
     assert engine.model_choice(TEAM, "C0OTHER1").model is None
+
+
+def test_a_fine_tune_that_learned_nothing_is_not_promoted_and_the_thread_says_why(engine: Engine) -> None:
+    # JSON extraction where no model produces JSON: the verdict is "no significant difference",
+    # which the old rule (verdict not worse) promoted.
+    references = [
+        json.dumps({"team": t, "urgent": i % 3 == 0}) for i, t in enumerate(["billing", "bug"] * 12)
+    ]
+    gibberish = ["I think this is about billing."] * len(references)
+
+    def leave_a_loss_chart(ctx: JobContext) -> None:
+        (ctx.dir / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # what training leaves behind
+
+    done = _evaluate(
+        engine,
+        references=references,
+        zero=gibberish,
+        few=gibberish,
+        tuned=["{not json"] * len(references),
+        task="json",
+        before=leave_a_loss_chart,
+    )
+    model_id = done.model_id
+    assert done.result["verdict"] == "no_significant_difference"
+    assert done.result["promoted"] is False and done.result["kept_choice"] is None
+    reasons = done.result["promotion_reasons"]
+    assert "0% of its answers were valid JSON, so it has not learned the format" in reasons
+    alert = _promotion_alert(engine, done.id)
+    assert alert["promoted"] is False and alert["reasons"] == reasons
+    assert alert["message"].startswith(
+        f"The fine-tuned model {model_id} was NOT made this channel's default: "
+    )
+    assert "0% of its answers were valid JSON" in alert["message"]
+    assert alert["message"].endswith(f"You can still try it with model={model_id}.")
+    assert done.result["promotion"] == alert["message"]
+    # Not the channel's model, not the rule's pick, no promotion audited; registered all the same.
+    assert engine.current_model(TEAM, CHANNEL) is None
+    assert engine.model_choice(TEAM, CHANNEL).promoted is None
+    assert not [a for a in engine.store.audit_log() if a.action == "model.promote"]
+    assert engine.model(model_id, team=TEAM).verdict == "no_significant_difference"
+    # The files in the run directory say the same.
+    run = Path(done.result["report_path"]).parent
+    report = json.loads((run / "report.json").read_text())
+    assert report["promotion"]["promoted"] is False and report["promotion"]["reasons"] == reasons
+    page = (run / "report.md").read_text()
+    assert done.result["report_md"] == str(run / "report.md")
+    assert f"# Fine-tuning report: job {done.id}" in page and "builtin:tiny" in page
+    assert "NOT made this channel's default" in page and "valid JSON" in page
+    assert "](loss.png)" in page  # training's chart is linked...
+    assert ("](eval.png)" in page) is (run / "eval.png").is_file()  # ...and the evaluation chart when drawn
+
+
+def test_a_fine_tune_that_answers_one_label_to_everything_is_not_promoted(engine: Engine) -> None:
+    # It beats base models that answer gibberish ("improved"), but it only ever says "billing",
+    # the most common label: no better than a constant answer.
+    references = ["billing"] * 12 + ["bug"] * 8 + ["shipping"] * 6
+    gibberish = ["zq"] * len(references)
+    done = _evaluate(
+        engine, references=references, zero=gibberish, few=gibberish, tuned=["billing"] * 26, task="label"
+    )
+    assert done.result["verdict"] == "improved" and done.result["promoted"] is False
+    reasons = done.result["promotion_reasons"]
+    assert any("same answer ('billing') to every example" in r for r in reasons)
+    assert any("no better than always answering 'billing'" in r for r in reasons)
+    assert engine.current_model(TEAM, CHANNEL) is None
+    assert engine.model(done.model_id, team=TEAM).verdict == "improved"
+
+
+def test_a_promoted_fine_tune_has_no_reasons_and_its_page_says_so(engine: Engine) -> None:
+    done = _promote_by_evaluation(engine)
+    assert done.result["promoted"] is True and done.result["promotion_reasons"] == []
+    page = Path(done.result["report_md"]).read_text()
+    assert "became this channel's default model" in page and "NOT made" not in page
+    assert "](loss.png)" not in page  # no training chart in this run directory: no dead link
 
 
 def test_the_choice_survives_a_restart(settings: Settings) -> None:
@@ -473,7 +574,9 @@ def test_the_help_and_the_promotion_message_in_slack(h: Harness) -> None:
 
 
 def test_console_models_and_use(settings: Settings) -> None:
-    team, channel = "local", "console"  # bot.console.Console's workspace
+    from bot.commands.common import LOCAL_CHANNEL, LOCAL_TEAM
+
+    team, channel = LOCAL_TEAM, LOCAL_CHANNEL  # the console's workspace, shared with the ftbot commands
     with Engine(settings) as engine:
         engine.store.add_model(_model("ft-a", team=team, channel=channel))
         engine.store.promote(team, channel, "ft-a")

@@ -232,6 +232,38 @@ def test_models_defaults_and_visibility(engine: Engine) -> None:
         engine.ask("   ", team="T1", channel="C1")
 
 
+@pytest.mark.slow
+def test_a_base_model_answer_says_why_the_base_model_answered(engine: Engine) -> None:
+    from engine import Answer
+
+    def reason(channel: str = "C1", **kw: object) -> str | None:
+        answer = engine.ask("a used bike", team="T1", channel=channel, max_tokens=2, **kw)
+        assert isinstance(answer, Answer) and answer.adapter is None
+        assert answer.to_dict().get("base_reason") == getattr(answer, "base_reason", None)
+        return getattr(answer, "base_reason", None)
+
+    assert reason() == "no_finetune"
+    assert reason(model="base") == "requested"
+    engine.store.add_model(
+        ModelRecord(
+            id="ft-w",
+            kind="local_adapter",
+            base_model="builtin:tiny",
+            job_id="ft-w",
+            team="T1",
+            channel="C1",
+            created_at=engine.clock(),
+            path=Path("/nowhere"),
+            verdict="worse",  # not promoted: the channel has a fine-tune, but no current model
+        )
+    )
+    assert reason() == "none_promoted"
+    assert reason("C2") == "no_finetune"  # the workspace's fine-tune was made in another channel
+    engine.use_model("T1", "C1", "base", user="U1")
+    assert reason() == "chosen"
+    assert reason(model="base") == "requested"
+
+
 # ------------------------------------------------------------------ the dispatcher
 
 

@@ -200,3 +200,47 @@ def test_to_plain_renders_the_same_content_for_a_terminal() -> None:
 def test_long_user_text_is_clipped_to_slack_limits() -> None:
     message = blocks.error("x" * 10_000)
     _check_limits(message)
+
+
+def test_eval_table_and_verdict_show_the_constant_answer() -> None:
+    from engine.evaluate import build_report
+
+    refs = ["billing"] * 12 + ["bug"] * 8 + ["shipping"] * 6
+    report = build_report(
+        refs, {"zero_shot": ["zq"] * 26, "few_shot": ["zq"] * 26, "finetuned": ["billing"] * 26}
+    )
+    table = blocks.eval_table(report)
+    _check_limits(table)
+    text = table.blocks[0]["text"]["text"]
+    head = next(line for line in text.splitlines() if line.startswith("metric"))
+    assert head.index("constant answer") < head.index("base zero-shot") < head.index("fine-tuned")
+    beats = next(line for line in text.splitlines() if line.startswith("beats constant"))
+    assert beats.split()[2:] == ["NO", "NO", "NO"]  # zero-shot, few-shot, fine-tuned
+    assert "always answering `billing` (no model)" in text
+    # "improved" against base models that answer gibberish is not "Fine-tuning helped" when
+    # always answering the most common label does as well.
+    verdict = blocks.verdict(report)
+    assert "Fine-tuning helped" not in verdict.text
+    assert "not than a constant answer" in verdict.text and ":warning:" in json.dumps(verdict.blocks)
+    assert "None of the models beats always answering" in json.dumps(verdict.blocks)
+    done = _job(JobState.SUCCEEDED, model_id="ft-1a2b3c4d")
+    summary = blocks.final_summary(done, report, promoted=False).text
+    assert "fine-tuning helped" not in summary and "not than a constant answer" in summary
+
+
+def test_the_preflight_says_which_recipe_was_chosen_and_why() -> None:
+    data = {
+        "tokens": 44160,
+        "steps": 87,
+        "seconds": 207.0,
+        "memory_gb": 2.0,
+        "fits": True,
+        "plan": {"recipe": "cpu"},
+        "notes": ["lr 0.002 for a 135M-parameter model: <small models> need a larger step.", "Batches of 8."],
+    }
+    message = blocks.preflight(data, "Training: at most 87 steps.")
+    text = json.dumps(message.blocks)
+    assert "How it trains* (cpu recipe)" in text
+    assert "lr 0.002 for a 135M-parameter model" in text and "&lt;small models&gt;" in text  # escaped
+    assert "Memory (GB)" in text and "3m 27s" in text
+    assert "How it trains" not in json.dumps(blocks.preflight({"tokens": 10}).blocks)

@@ -52,11 +52,11 @@ def job(job_id: str = "ft-00000001", *, at: datetime = T0, **kw: object) -> Job:
 def test_open_creates_schema_wal_and_reopens(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "dir" / "ftbot.db"
     with Store.open(path) as s:
-        assert s.schema_migrations() == ["0001_initial", "0002_meta", "0003_dataset_source", "0004_default_choice", "0005_deliveries"]
+        assert s.schema_migrations() == ["0001_initial", "0002_meta", "0003_dataset_source", "0004_default_choice", "0005_deliveries", "0006_local_workspace"]
         assert s.journal_mode() == "wal"
         s.add_job(job())
     with Store.open(path) as s:  # reopening applies nothing twice and keeps the data
-        assert s.schema_migrations() == ["0001_initial", "0002_meta", "0003_dataset_source", "0004_default_choice", "0005_deliveries"]
+        assert s.schema_migrations() == ["0001_initial", "0002_meta", "0003_dataset_source", "0004_default_choice", "0005_deliveries", "0006_local_workspace"]
         assert s.get_job("ft-00000001").base_model == "builtin:tiny"
     tables = {
         r[0] for r in sqlite3.connect(path).execute("select name from sqlite_master where type='table'")
@@ -92,7 +92,7 @@ def test_an_old_database_is_migrated_forward(tmp_path: Path) -> None:
     )
     old.close()
     with Store.open(path) as s:
-        assert s.schema_migrations() == ["0001_initial", "0002_meta", "0003_dataset_source", "0004_default_choice", "0005_deliveries"]
+        assert s.schema_migrations() == ["0001_initial", "0002_meta", "0003_dataset_source", "0004_default_choice", "0005_deliveries", "0006_local_workspace"]
         assert s.get_job("ft-old").state is JobState.QUEUED  # the old row survived
         assert s.get_meta("x") is None
         s.set_meta("x", "1")

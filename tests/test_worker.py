@@ -90,7 +90,8 @@ def test_ftbot_run_json_contract_and_predictions_agree(settings: Settings, tmp_p
         assert not (settings.runs_dir / job.id / "train" / "checkpoints").exists()  # only needed to resume
         assert model.verdict == summary["verdict"]
         assert model.system_prompt and "price" in model.system_prompt
-        promoted = summary["verdict"] != "worse"
+        # Promoted only when not worse AND it learned something (engine.evaluate.promotion_decision).
+        promoted = summary["verdict"] != "worse" and not job.result["promotion_reasons"]
         assert job.result["promoted"] is promoted
         assert (engine.current_model("", "") is not None) is promoted
         kinds = [e.kind for e in engine.events(job.id)]

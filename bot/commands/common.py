@@ -1,5 +1,6 @@
-"""What the local CLI commands (``run``, ``jobs``, ``ask``, ``models``) share: the local
-workspace, the Engine opened on the environment's settings, and how an error ends a command.
+"""What the local CLI commands (``run``, ``jobs``, ``ask``, ``models``) and the console share: the
+local workspace (:data:`LOCAL_TEAM`, :data:`LOCAL_CHANNEL`), the Engine opened on the
+environment's settings, and how an error ends a command.
 
 Errors end a command the same way everywhere (DESIGN.md): ``Error: ...`` on stderr and exit code
 1, plus one JSON object on stdout when the command was asked for ``--json``.
@@ -17,8 +18,13 @@ import click
 
 from engine import Engine, FtbotError, Settings
 
-# Jobs and models made from the command line belong to this workspace (team "" and channel ""),
-# which is also where `ftbot ask` and `ftbot models` look.
+# The local workspace: everything done on this machine without Slack (the CLI commands and the
+# `ftbot chat` console, bot/console.py) happens in this one team and channel, so a fine-tune made
+# in the console is what `ftbot ask` answers with, `ftbot run`'s upload is what the console's
+# `/finetune` uses, and a choice made with `ftbot models --use` or `/finetune use` holds for both.
+# Slack team ids are never empty, so no Slack workspace shares it. Earlier versions ran the console
+# in team "local", channel "console"; the store's migration 0006_local_workspace moved those rows
+# here (engine/store.py), so the value must stay "" / "" unless a new migration moves them again.
 LOCAL_TEAM = ""
 LOCAL_CHANNEL = ""
 

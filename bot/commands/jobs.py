@@ -5,8 +5,8 @@ foreground, shows progress on stderr, and ends with the result: a readable summa
 ``--json`` one JSON object on stdout (DESIGN.md's contract). Exit code 0 when the job succeeded
 (whatever the verdict), 1 otherwise (bad options, unusable data, failure, cancel with Ctrl-C).
 
-Jobs started here belong to the local workspace (team "" and channel ""), which is also where
-``ftbot ask`` and ``ftbot models`` look.
+Jobs started here belong to the local workspace (``LOCAL_TEAM`` / ``LOCAL_CHANNEL``), which is
+also where the ``ftbot chat`` console works and where ``ftbot ask`` and ``ftbot models`` look.
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ class ConsoleProgress:
             )
             if event.message:
                 self._write_line(f"  {prefix}{event.message}")
+            if event.kind == "preflight":  # the recipe chosen, and why (engine/recipe.py)
+                for note in event.data.get("notes") or []:
+                    self._write_line(f"    - {note}")
         elif event.kind == "artifact":
             self._write_line(f"  {event.message} {event.data.get('path', '')}")
         elif (
@@ -184,7 +187,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 )
 @click.option("--backend", default=None, help="local (QLoRA here) or openai.")
 @click.option(
-    "--base-model", default=None, help="Base model: a Hugging Face id, a local directory or builtin:tiny."
+    "--base-model", default=None, help="Base model: a Hugging Face id, a local directory, builtin:smollm2 (the default) or builtin:tiny."
 )
 @click.option("--epochs", default=None, help="Training epochs.")
 @click.option("--lr", default=None, help="Learning rate.")

@@ -1,8 +1,10 @@
 """``ftbot ask`` (answer with a model) and ``ftbot models`` (list the model registry).
 
-Both work in the local workspace (the team and channel that ``ftbot run`` registers its models
-under), so ``ftbot run FILE`` followed by ``ftbot ask "..."`` asks the model just trained when it
-was promoted (not worse than its baseline), and ``--model ID`` asks any listed model.
+Both work in the local workspace (``LOCAL_TEAM`` / ``LOCAL_CHANNEL``: where ``ftbot run`` and
+the ``ftbot chat`` console register their models), so ``ftbot run FILE`` (or ``/finetune`` in the
+console) followed by ``ftbot ask "..."`` asks the model just trained when it was promoted (not
+worse than its baseline) or chosen, and ``--model ID`` asks any listed model. An answer of the
+base model alone says why on stderr (no fine-tune yet, none promoted, or chosen).
 
 ``ftbot models --use MODEL_ID|base|auto`` changes the local workspace's current model, as
 ``/finetune use`` does in a Slack channel (see ``Engine.use_model``): a user's choice stands until
@@ -63,6 +65,30 @@ def _footer(answer: dict[str, Any]) -> str:
     if base == BUILTIN_TINY:
         parts.append(BUILTIN_NOTE)
     return " · ".join(parts)
+
+
+def base_answer_note(answer: dict[str, Any]) -> str | None:
+    """Why the base model alone answered (the answer's ``base_reason``, see ``Engine.ask``), in the
+    CLI's words; None for any other answer and for ``--model base`` (asked for on purpose).
+    ``ftbot ask`` prints it on stderr, so stdout (the answer, or the JSON) stays clean."""
+    reason, base = answer.get("base_reason"), answer.get("base_model")
+    if reason == "no_finetune":
+        return (
+            f"No fine-tuned model here yet: this answer comes from the base model {base}. Make one "
+            "with `ftbot run FILE` (or /upload and /finetune in `ftbot chat`)."
+        )
+    if reason == "none_promoted":
+        return (
+            "None of the fine-tunes here is the current model (one becomes current only when it is not "
+            f"worse than its baseline): this answer comes from the base model {base}. `ftbot models` "
+            "lists them; `ftbot models --use ID` makes one current, `ftbot ask --model ID` asks it once."
+        )
+    if reason == "chosen":
+        return (
+            f"The base model {base} answers by choice (`ftbot models --use base`); "
+            "`ftbot models --use auto` goes back to the latest good fine-tune."
+        )
+    return None
 
 
 def _number(option: str, raw: str | None, kind: type[float] | type[int], accepted: str) -> Any:
@@ -152,11 +178,16 @@ def ask(
             click.echo(BUILTIN_NOTE, err=True)
         return
     answer = _answer_dict(result)
+    why = base_answer_note(answer)
     if as_json:
         click.echo(json.dumps(answer))
+        if why:
+            click.echo(why, err=True)
         return
     click.echo(answer.get("text") or "(empty answer)")
     click.echo(_footer(answer), err=True)
+    if why:
+        click.echo(why, err=True)
 
 
 def _user() -> str:

@@ -2,8 +2,8 @@
 
 ``serve`` picks its mode from the environment (bot/settings.py): Socket Mode when
 SLACK_APP_TOKEN is set, HTTP on ``--host/--port`` at ``/slack/events`` otherwise (or with
-``--http``), and, with no Slack variable at all, the local console on builtin:tiny, which is what
-``make run`` shows a newcomer. Missing or malformed tokens stop it at once with a message that
+``--http``), and, with no Slack variable at all, the local console on the default base model
+(builtin:smollm2), which is what ``make run`` shows a newcomer. Missing or malformed tokens stop it at once with a message that
 names the variable, never a traceback later.
 
 The pieces are functions (:func:`build_slack`, :func:`make_http_server`,
@@ -360,6 +360,9 @@ def serve(use_http: bool, host: str, port: int) -> None:
         engine.close()
         raise click.ClickException(str(exc)) from None
     engine.start()
+    # builtin:smollm2 is converted once (about half a minute), in the background: the bot answers
+    # meanwhile, and a job or /ask that needs the model waits for the same build (a file lock).
+    threading.Thread(target=_prepare_base_model, args=(engine,), name="ftbot-prepare", daemon=True).start()
     try:
         if handler is not None:
             click.echo("ftbot is connected to Slack (Socket Mode). Ctrl-C stops it.")
@@ -377,13 +380,27 @@ def serve(use_http: bool, host: str, port: int) -> None:
         engine.stop()
 
 
+def _prepare_base_model(engine: Any) -> None:
+    log = logging.getLogger("ftbot.serve")
+    try:
+        engine.prepare_base_model(progress=log.info)
+    except FtbotError as exc:
+        log.error("The base model %s cannot be prepared: %s %s", engine.settings.base_model, exc.message, exc.hint or "")
+
+
 def _run_console(engine_settings: Settings, bot_settings: BotSettings) -> None:
     from bot.console import Console
     from engine import Engine
 
     engine = Engine(engine_settings)
-    console = Console(engine, max_upload_bytes=bot_settings.max_upload_bytes)
-    console.run()
+    try:
+        # builtin:smollm2 is converted once (about half a minute): say so now, not at the first job.
+        engine.prepare_base_model(progress=click.echo)
+    except FtbotError as exc:  # the console still validates; jobs on this base model fail clearly
+        click.echo(f"{exc.message}\n{exc.hint or ''}".rstrip(), err=True)
+    with engine:
+        console = Console(engine, max_upload_bytes=bot_settings.max_upload_bytes)
+        console.run()
 
 
 @click.command()

@@ -28,7 +28,7 @@ from engine import FtbotError, Settings, validate_file
     default=None,
     metavar="M",
     help="Count tokens with this model's tokenizer and chat template (a local directory, a "
-    "Hugging Face id, or builtin:tiny). Without it, token counts are estimates.",
+    "Hugging Face id, builtin:smollm2 or builtin:tiny). Without it, token counts are estimates.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a readable report.")
 def validate(file: Path, base_model: str | None, as_json: bool) -> None:

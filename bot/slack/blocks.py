@@ -32,8 +32,8 @@ ACTIONS = (ACTION_START, ACTION_CANCEL, ACTION_CONFIRM, ACTION_USE)
 
 SECTION_LIMIT = 3000
 TINY_NOTE = (
-    "builtin:tiny is a tiny demo model built on this machine: it shows the workflow, "
-    "its answers are not meant to be good."
+    "builtin:tiny is a tiny demo model with random weights, built on this machine: it shows the "
+    "workflow, its answers mean nothing (builtin:smollm2, the default, is a real model)."
 )
 # The evaluation's lower-is-better metrics, plus losses.
 _LOWER_IS_BETTER = LOWER_IS_BETTER | {"loss", "eval_loss"}
@@ -406,6 +406,7 @@ def preflight(data: Mapping[str, Any], message: str = "") -> Message:
         ("steps", "Steps", fmt_number),
         ("seconds", "Estimated time", fmt_duration),
         ("gpu_memory_gb", "GPU memory (GB)", fmt_number),
+        ("memory_gb", "Memory (GB)", fmt_number),
         ("cost_usd", "Estimated cost (USD)", lambda v: f"${v:,.2f}"),
     ):
         if d.get(key) is not None:
@@ -419,6 +420,11 @@ def preflight(data: Mapping[str, Any], message: str = "") -> Message:
     blocks = [section(f"*Pre-flight*\n{head}")]
     if fields:
         blocks.append(fields_section(fields))
+    notes = [str(n) for n in d.get("notes") or [] if n]
+    if notes:  # the recipe chosen for this model, data and machine, and why (engine/recipe.py)
+        recipe = (d.get("plan") or {}).get("recipe")
+        title = f"*How it trains* ({escape(recipe)} recipe)" if recipe else "*How it trains*"
+        blocks.append(section(title + "\n" + "\n".join(f"• {escape(n)}" for n in notes)))
     return Message(text=f"Pre-flight: {text}", blocks=blocks)
 
 
@@ -501,10 +507,18 @@ def baseline(data: Mapping[str, Any]) -> Message:
 
 
 def _metrics_table(report: Mapping[str, Any], *, max_metrics: int = 8) -> str:
+    """The metrics (rows) of each model (columns). With the report's constant answer (``guess``:
+    always giving the typical answer, no model) it comes first as a column of its own, a last row
+    says whether each model beats it (``beats_constant``), and a line under the table says what
+    that constant answer is."""
     models = _eval_models(report)
     columns = [(key, label) for key, label in _MODEL_COLUMNS if key in models]
     if not columns:
         return "_no figures_"
+    guess = report.get("guess")
+    if isinstance(guess, Mapping) and isinstance(guess.get("metrics"), Mapping):
+        models["constant"] = {k: v for k, v in guess["metrics"].items() if isinstance(v, int | float)}
+        columns.insert(0, ("constant", "constant answer"))
     primary = report.get("metric")
     metrics: list[str] = []
     if primary and any(primary in models[c] for c, _ in columns):
@@ -515,6 +529,8 @@ def _metrics_table(report: Mapping[str, Any], *, max_metrics: int = 8) -> str:
                 metrics.append(m)
     metrics = metrics[:max_metrics]
     width = max(len(m) for m in metrics) + 2 if metrics else 8
+    if "constant" in models:
+        width = max(width, len("beats constant") + 2)  # the last row's label
     head = "metric".ljust(width) + "".join(label.rjust(16) for _, label in columns)
     rows = [head]
     for m in metrics:
@@ -522,7 +538,19 @@ def _metrics_table(report: Mapping[str, Any], *, max_metrics: int = 8) -> str:
         rows.append(
             (m + mark).ljust(width) + "".join(fmt_number(models[c].get(m)).rjust(16) for c, _ in columns)
         )
-    return "```\n" + "\n".join(rows) + "\n```"
+    beats = report.get("beats_constant")
+    if "constant" in models and isinstance(beats, Mapping) and beats:
+        marks = {True: "yes", False: "NO"}
+        rows.append(
+            "beats constant".ljust(width)
+            + "".join(("" if c == "constant" else marks.get(beats.get(c), "–")).rjust(16) for c, _ in columns)
+        )
+    table = "```\n" + "\n".join(rows) + "\n```"
+    if "constant" in models:
+        answer = str(guess.get("answer", ""))
+        answer = (answer if len(answer) <= 60 else answer[:59] + "…").replace("`", "'")
+        table += f"\n_constant answer: always answering `{escape(answer)}` (no model)_"
+    return table
 
 
 def eval_table(report: Any) -> Message:
@@ -550,11 +578,21 @@ def shown_flags(report: Any) -> set[str]:
     return {str(f.get("message") if isinstance(f, Mapping) else f) for f in flags}
 
 
+def _verdict_title(rep: Mapping[str, Any], key: str, default: tuple[str, str]) -> tuple[str, str]:
+    """(emoji, title) of a verdict. "improved" against the baselines is not "Fine-tuning helped"
+    when the report says the fine-tune does not beat the constant answer (``beats_constant``):
+    always giving one typical answer does as well."""
+    beats = rep.get("beats_constant")
+    if key == "improved" and isinstance(beats, Mapping) and beats.get("finetuned") is False:
+        return ":warning:", "Better than the baselines, but not than a constant answer"
+    return VERDICTS.get(key, default)
+
+
 def verdict(report: Any) -> Message:
     """The honest verdict, with the confidence interval and any outlier caveats the engine gave."""
     rep = as_dict(report)
     key = str(rep.get("verdict") or "no_significant_difference")
-    emoji, title = VERDICTS.get(key, (":grey_question:", key.replace("_", " ")))
+    emoji, title = _verdict_title(rep, key, (":grey_question:", key.replace("_", " ")))
     lines = [f"{emoji} *{title}*"]
     detail = rep.get("verdict_text") or rep.get("summary")
     if detail:
@@ -613,7 +651,7 @@ def final_summary(job: Job, report: Any = None, *, promoted: bool | None = None)
     state = str(job.state)
     if state == JobState.SUCCEEDED:
         key = str(rep.get("verdict") or "")
-        emoji, title = VERDICTS.get(key, (":white_check_mark:", "finished"))
+        emoji, title = _verdict_title(rep, key, (":white_check_mark:", "finished"))
         text = f"Fine-tune {job.id} finished: {title.lower()}."
         if job.model_id:
             text += f" Model `{job.model_id}`."
@@ -765,9 +803,44 @@ def model_switched(choice: Any, *, user: str, previous: Any, base_model: str) ->
 # ask, help, errors
 
 
-def ask_answer(answer: Any, *, prompt: str, user: str | None = None) -> Message:
+#: How to make a first fine-tune, said under an answer of the base model when the channel has
+#: none (the console passes its own wording: it uploads with /upload PATH).
+FINETUNE_HINT = "Upload a JSONL dataset here and run /finetune to make one."
+
+
+def base_answer_note(answer: Any, *, finetune_hint: str = FINETUNE_HINT) -> str | None:
+    """Why the base model alone answered, for a newcomer who may expect a fine-tune: from the
+    answer's ``base_reason`` (``Engine.ask``). None for any other answer, and for ``model=base``
+    (the person asked for the base model)."""
+    d = as_dict(answer)
+    reason = d.get("base_reason")
+    base = escape(d.get("base_model") or "")
+    if reason == "no_finetune":
+        return (
+            f"No fine-tuned model in this channel yet: this answer comes from the base model "
+            f"`{base}`. {finetune_hint}"
+        )
+    if reason == "none_promoted":
+        return (
+            f"None of this channel's fine-tunes is its current model (one becomes current only when "
+            f"it is not worse than its baseline): this answer comes from the base model `{base}`. "
+            "`/finetune models` lists them; `/finetune use MODEL_ID` makes one the channel's model."
+        )
+    if reason == "chosen":
+        return (
+            f"This channel uses the base model `{base}` by choice (`/finetune use base`); "
+            "`/finetune use auto` goes back to its latest good fine-tune."
+        )
+    return None
+
+
+def ask_answer(
+    answer: Any, *, prompt: str, user: str | None = None, finetune_hint: str = FINETUNE_HINT
+) -> Message:
     """An answer to /ask: the engine's ``Answer`` (text, model, base_model, note), or for
-    ``compare`` a ``(base_answer, tuned_answer)`` pair shown side by side."""
+    ``compare`` a ``(base_answer, tuned_answer)`` pair shown side by side. An answer of the base
+    model alone says why under it (:func:`base_answer_note`; ``finetune_hint`` says how to make a
+    first fine-tune, where the channel has none)."""
     base: dict[str, Any] | None = None
     if isinstance(answer, tuple | list) and len(answer) == 2:
         base, answer = as_dict(answer[0]), answer[1]
@@ -798,6 +871,9 @@ def ask_answer(answer: Any, *, prompt: str, user: str | None = None) -> Message:
     if note:
         ctx += f" · {note}"
     blocks.append(context(ctx))
+    why = base_answer_note(d, finetune_hint=finetune_hint) if base is None else None
+    if why:
+        blocks.append(context(why))
     return Message(text=f"{model}: {text[:200]}", blocks=blocks)
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # key -> (what it takes, type check). The keys are passed to Engine.submit as options.
 FINETUNE_KEYS: dict[str, str] = {
     "backend": "local or openai",
-    "base": "base model: a Hugging Face id, a local path, builtin:tiny or an OpenAI model",
+    "base": "base model: a Hugging Face id, a local path, builtin:smollm2, builtin:tiny or an OpenAI model",
     "epochs": "number of passes over the data, a whole number such as 3",
     "lr": "learning rate, a number such as 2e-4",
     "r": "LoRA rank, a whole number such as 16",

@@ -12,16 +12,20 @@ Heavy libraries are imported inside functions, like every ``engine/backends/loca
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import platform
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from engine.config import ALL_LINEAR, TrainConfig
 from engine.errors import ConfigError
+from engine.progress import format_duration
+from engine.recipe import ModelSize, Plan, plan_training
 
 Messages = list[dict[str, Any]]
 
@@ -47,8 +51,13 @@ DEFAULT_GPU_TFLOPS = 100.0
 # little higher (reference/ml-performance.md section 3). CPUs: an effective FLOP/s for small models.
 ASSUMED_MFU_QLORA = 0.20
 ASSUMED_MFU_LORA = 0.30
-CPU_EFFECTIVE_FLOPS = 2e10
-STEP_OVERHEAD_S = {"cuda": 0.05, "cpu": 0.02}  # per micro-batch: Python, logging, data loading
+CPU_EFFECTIVE_FLOPS = 2e10  # when the CPU cannot be measured
+# LoRA training reaches this share of the CPU's measured fp32 matrix-product rate (measured on a
+# 2-core AMD EPYC with AVX-512: SmolLM2-135M, every layer, batches of 8, examples/labels.jsonl:
+# about 200 tokens/s against a 1024x576x1536 GEMM at 130-145 GFLOP/s).
+CPU_TRAIN_EFFICIENCY = 0.65
+STEP_OVERHEAD_S = {"cuda": 0.05, "cpu": 0.05}  # per micro-batch: Python, collation, optimizer, logging
+SETUP_OVERHEAD_S = {"cuda": 30.0, "cpu": 8.0}  # loading the weights, building the trainer, saving
 CUDA_CONTEXT_GB = 1.0  # CUDA context + cuBLAS workspace + allocator slack
 MEMORY_MARGIN = 1.10  # fragmentation
 
@@ -258,8 +267,18 @@ def estimate(
     *,
     quantized: bool,
     eval_token_lengths: Sequence[int] = (),
+    trained_layers: int | None = None,
+    answer_tokens: int | None = None,
+    cpu_flops: float | None = None,
+    early_stopping: bool = False,
 ) -> dict[str, Any]:
     """Pure arithmetic behind :func:`preflight` (tests feed it hypothetical GPUs).
+
+    ``eval_token_lengths``: the validation examples whose loss is measured after each epoch.
+    ``trained_layers``: LoRA on the upper ``trained_layers`` layers only (the backward pass stops
+    there); None: every layer. ``answer_tokens``: the output head runs only on this many tokens
+    per epoch (the CPU recipe); None: on every token. ``cpu_flops``: the CPU's measured matrix
+    rate (:func:`measured_cpu_flops`); training reaches CPU_TRAIN_EFFICIENCY of it.
 
     Returns tokens (training tokens over all epochs, no padding), steps (optimizer steps), seconds
     (estimate), gpu_memory_gb (or memory_gb on the CPU), checkpointing (whether it is needed to
@@ -304,26 +323,48 @@ def estimate(
     needed = (with_ckpt if checkpointing else without)["total_gb"]
     fits = capacity <= 0 or needed <= capacity
 
-    flops_per_token = 4 * shape.total_params  # LoRA: forward 2N + activation-gradient backward 2N
-    if checkpointing:
-        flops_per_token += 2 * shape.total_params  # recomputed forward
+    # FLOPs: the blocks' matrices forward (2 per weight per token), backward through the trained
+    # layers only (activation gradients: 2 more; LoRA's own are negligible), checkpointing's second
+    # forward; the output head (2 x hidden x vocab per token, forward and backward) on every token,
+    # or on the answer tokens only.
+    layers = max(shape.num_layers, 1)
+    share = 1.0 if trained_layers is None else min(trained_layers, layers) / layers
+    blocks = shape.linear_params or shape.total_params
+    head = 2 * shape.hidden_size * shape.vocab_size
+    head_tokens = tokens if answer_tokens is None else answer_tokens * config.epochs
+    # Attention scores and their use: about 4 x length x hidden per layer and token forward.
+    attention = 4 * (tokens_per_epoch / n) * shape.hidden_size * layers
+    train_flops = (
+        tokens * blocks * (2 + 2 * share + (2 * share if checkpointing else 0))
+        + tokens * attention * (1 + 2 * share)
+        + 2 * head * head_tokens
+    )
     eval_tokens = sum(min(t, max_length) for t in eval_token_lengths) * config.epochs
+    eval_head = eval_tokens if answer_tokens is None else eval_tokens * answer_tokens / max(tokens_per_epoch, 1)
+    eval_flops = eval_tokens * 2 * blocks + head * eval_head
     if device_kind == "cuda":
         rate = float(device.get("peak_tflops") or DEFAULT_GPU_TFLOPS) * 1e12
         rate *= ASSUMED_MFU_QLORA if quantized else ASSUMED_MFU_LORA
     else:
-        rate = CPU_EFFECTIVE_FLOPS
-    compute_s = (tokens * flops_per_token + eval_tokens * 2 * shape.total_params) / rate
-    overhead_s = micro_batches_per_epoch * config.epochs * STEP_OVERHEAD_S.get(device_kind, 0.02)
-    seconds = compute_s + overhead_s
+        rate = (cpu_flops or CPU_EFFECTIVE_FLOPS / CPU_TRAIN_EFFICIENCY) * CPU_TRAIN_EFFICIENCY
+        if quantized:
+            rate *= 0.5  # bitsandbytes dequantizes every weight on every CPU matmul (measured ~0.55x)
+    compute_s = (train_flops + eval_flops) / rate
+    overhead_s = micro_batches_per_epoch * config.epochs * STEP_OVERHEAD_S.get(device_kind, 0.05)
+    seconds = compute_s + overhead_s + SETUP_OVERHEAD_S.get(device_kind, 8.0)
 
     where = device.get("name") or device_kind
     what = "GPU memory" if device_kind == "cuda" else "RAM"
     mem_key = "gpu_memory_gb" if device_kind == "cuda" else "memory_gb"
     if fits:
         message = (
-            f"{tokens:,} training tokens, {steps:,} steps over {config.epochs} epochs, about "
-            f"{_duration(seconds)}; needs {_gigabytes(needed)} of {what}"
+            (
+                f"Training: at most {steps:,} steps over {config.epochs} epochs ({tokens:,} tokens; fewer if the "
+                f"validation loss stops falling), about {_duration(seconds)} at most"
+                if early_stopping
+                else f"Training: {tokens:,} tokens, {steps:,} steps over {config.epochs} epochs, about {_duration(seconds)}"
+            )
+            + f"; needs {_gigabytes(needed)} of {what}"
             + (f" ({where}: {capacity:.0f} GB)" if capacity else "")
             + (", with gradient checkpointing" if checkpointing else "")
             + "."
@@ -360,12 +401,7 @@ def _gigabytes(value: float) -> str:
     return "under 0.1 GB" if value < 0.1 else f"about {value:.1f} GB"
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
+_duration = format_duration
 
 
 def preflight(
@@ -375,23 +411,100 @@ def preflight(
     eval_examples: Sequence[Messages] = (),
     config: TrainConfig,
 ) -> dict[str, Any]:
-    """Estimate a local training job before it starts (see :func:`estimate` for the keys).
+    """Estimate a local training job before it starts (see :func:`estimate` for the keys), with
+    the recipe this job will train with (:func:`make_plan`: ``plan`` in the result, its reasons
+    in ``notes``).
 
-    ``base_model`` is what ``from_pretrained`` loads (resolve ``builtin:tiny`` first). Loads only the
-    tokenizer and the model config (no weights). ``fits`` is false, with a ``message`` that says why
-    and what to change, when the job cannot fit the GPU here (or, without a GPU, the free RAM).
+    ``base_model`` is what ``from_pretrained`` loads (resolve builtin models first). Loads only the
+    tokenizer and the model config (no weights). ``train_examples`` are all the training examples
+    (the plan carves its validation split out of them, as training does); ``eval_examples``, when
+    given, are the validation examples instead. ``fits`` is false, with a ``message`` that says why
+    and what to change, when the job cannot fit the GPU here (or, without a GPU, the free RAM). On a
+    CPU the time comes from this CPU's measured matrix rate.
 
     Raises:
         ConfigError: an option this machine cannot honour (see :func:`check_environment`).
         BackendUnavailable: the base model's tokenizer or config cannot be loaded.
     """
-    from engine.backends.local_qlora import load_tokenizer, token_length  # the recipe's own step 1
+    from engine.backends.local_qlora import answer_length, load_tokenizer, token_length  # the recipe's step 1
+    from engine.recipe import validation_split
 
     check_environment(config)
     tokenizer = load_tokenizer(base_model, notes=[])
-    shape = model_shape(base_model, config)
     device = device_info()
-    quantized = config.quantize == "auto" and probe_4bit(device["kind"])[0]
-    lengths = [token_length(tokenizer, m) for m in train_examples]
-    eval_lengths = [token_length(tokenizer, m) for m in eval_examples]
-    return estimate(shape, lengths, config, device, quantized=quantized, eval_token_lengths=eval_lengths)
+    plan, shape = make_plan(
+        base_model, config, train_examples=len(train_examples), device=device, given_validation=len(eval_examples)
+    )
+    train, validation = list(train_examples), list(eval_examples)
+    if plan.validation_examples and not validation:
+        train, validation = validation_split(train, plan.validation_examples, seed=config.seed)
+    lengths = [token_length(tokenizer, m) for m in train]
+    eval_lengths = [token_length(tokenizer, m) for m in validation]
+    answers = sum(answer_length(tokenizer, m) for m in train) if plan.answer_only_logits else None
+    out = estimate(
+        shape,
+        lengths,
+        plan.config,
+        device,
+        quantized=plan.quantize,
+        eval_token_lengths=eval_lengths,
+        trained_layers=len(plan.layers) if plan.layers is not None else None,
+        answer_tokens=answers,
+        cpu_flops=measured_cpu_flops() if device.get("kind") != "cuda" else None,
+        early_stopping=plan.early_stopping,
+    )
+    out["plan"] = plan.to_dict()
+    out["notes"] = list(plan.reasons)
+    return out
+
+
+@functools.cache
+def measured_cpu_flops(seconds: float = 0.25) -> float:
+    """This CPU's fp32 matrix-product rate (FLOP/s) at the shapes small-model training uses,
+    measured once per process (about ``seconds``). Falls back to CPU_EFFECTIVE_FLOPS."""
+    try:
+        import torch
+
+        a = torch.randn(1024, 576)
+        b = torch.randn(576, 1536)
+        for _ in range(2):  # warm-up: thread pools, caches
+            a @ b
+        runs, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            a @ b
+            runs += 1
+        return 2 * 1024 * 576 * 1536 * runs / elapsed
+    except Exception:  # pragma: no cover - torch missing or broken
+        return CPU_EFFECTIVE_FLOPS
+
+
+def make_plan(
+    base_model: str,
+    config: TrainConfig,
+    *,
+    train_examples: int,
+    device: Mapping[str, Any] | None = None,
+    given_validation: int = 0,
+) -> tuple[Plan, ModelShape]:
+    """The recipe for this job here (:func:`engine.recipe.plan_training`) and the model's shape
+    (``lora_params`` counts only the layers the plan trains). Loads the model config, no weights."""
+    device = dict(device) if device is not None else device_info()
+    shape = model_shape(base_model, config)
+    kind = str(device.get("kind", "cpu"))
+    can_quantize = probe_4bit(kind)[0] if config.quantize != "off" else False
+    plan = plan_training(
+        config,
+        ModelSize(params=shape.total_params, num_layers=shape.num_layers, fp32_gb=shape.total_params * 4 / 1e9),
+        train_examples=train_examples,
+        device_kind=kind,
+        can_quantize=can_quantize,
+        free_ram_gb=float(device.get("free_gb") or 0.0) if kind != "cuda" else 0.0,
+        given_validation=given_validation,
+    )
+    if plan.layers is not None and shape.num_layers:
+        shape = _replace_lora(shape, shape.lora_params * len(plan.layers) // shape.num_layers)
+    return plan, shape
+
+
+def _replace_lora(shape: ModelShape, lora: int) -> ModelShape:
+    return replace(shape, lora_params=lora)

@@ -10,18 +10,24 @@
    ``assistant_only_loss`` when the template has ``{% generation %}`` markers or TRL can patch it
    in; otherwise the examples become prompt/completion pairs (the last assistant turn is the
    completion), which TRL masks by itself (DESIGN.md, "Library facts").
-3. **Model.** 4-bit NF4 with double quantization and a bf16 (GPU) / fp32 (CPU) compute dtype when
-   bitsandbytes can quantize on this device (probed, not assumed: CUDA, and the CPU with
-   bitsandbytes >= 0.50), then ``prepare_model_for_kbit_training``. When it cannot, full-precision
-   LoRA, and a note and an event say so.
-4. **LoRA + SFTTrainer.** ``LoraConfig`` from the config; ``SFTConfig`` with every setting that
-   matters set explicitly (TRL's own defaults differ from the guide's: lr 2e-5, gradient
-   checkpointing on, bf16 on); no packing (without FlashAttention it lets examples attend to each
-   other); length-grouped batches (less padding, the same steps); evaluation and a checkpoint
-   each epoch; ``resume_from_checkpoint`` when resuming.
-5. **Progress.** A ``TrainerCallback`` turns the trainer's logs into ``step``/``eval``/``alert``
-   events on the injected sink and stops training when ``should_stop()`` says so (cancel).
-6. **Save.** The adapter in PEFT format with the tokenizer and a model card (``README.md`` and
+3. **The recipe** (:func:`engine.recipe.plan_training`, through ``make_plan``): the learning rate,
+   epochs and batch the user did not set, chosen for the model's size, the amount of data and the
+   device; 4-bit or not; the answer-only loss on a CPU; and a validation split held back from the
+   training examples for early stopping (the caller's eval split is never used for that).
+4. **Model.** 4-bit NF4 with double quantization and a bf16 (GPU) compute dtype when the plan says
+   so (on a GPU where bitsandbytes can quantize; probed, not assumed), then
+   ``prepare_model_for_kbit_training``; otherwise LoRA on full-precision weights (the CPU recipe).
+5. **LoRA + SFTTrainer.** ``LoraConfig`` from the config (on the upper layers only with
+   ``layers=N``); ``SFTConfig`` with every setting that matters set explicitly (TRL's own defaults
+   differ from the guide's: lr 2e-5, gradient checkpointing on, bf16 on); no packing (without
+   FlashAttention it lets examples attend to each other); length-grouped batches (less padding,
+   the same steps); the validation loss and a checkpoint each epoch, ``EarlyStoppingCallback`` and
+   the best checkpoint loaded at the end; ``resume_from_checkpoint`` when resuming. On a CPU the
+   trainer's loss runs the output head only on answer tokens (:func:`_answer_only_trainer`).
+6. **Progress.** A ``TrainerCallback`` turns the trainer's logs into ``step``/``eval``/``alert``
+   events on the injected sink, reports the measured pace against the pre-flight after the first
+   steps, and stops training when ``should_stop()`` says so (cancel).
+7. **Save.** The adapter in PEFT format with the tokenizer and a model card (``README.md`` and
    ``ftbot_card.json``: base model, data hash, config, metrics). The loss chart is drawn by the
    worker from the stored events (``engine.charts.loss_chart``), not here.
 
@@ -47,14 +53,17 @@ from engine.backends.local_loading import model_load_kwargs, pad_with_eos
 from engine.backends.local_preflight import (
     ModelShape,
     check_environment,
+    device_info,
     estimate_memory,
+    make_plan,
     preflight,
-    probe_4bit,
     shape_of_model,
 )
 from engine.config import TrainConfig
 from engine.errors import BackendUnavailable, ConfigError, ResourceExhausted, TrainingFailed
 from engine.progress import ProgressEvent, ProgressSink, utcnow
+from engine.progress import format_duration as _duration
+from engine.recipe import validation_split
 
 __all__ = ["TrainResult", "latest_checkpoint", "load_tokenizer", "preflight", "token_length", "train"]
 
@@ -109,6 +118,7 @@ def train(
     should_stop: Callable[[], bool],
     resume_from: Path | None = None,
     dataset_hash: str | None = None,
+    preflight_seconds: float | None = None,
 ) -> TrainResult:
     """Fine-tune ``base_model`` with LoRA (4-bit QLoRA when possible) on chat examples.
 
@@ -121,6 +131,13 @@ def train(
     complete one is used); training continues at the saved step with the same data and config.
     When no complete checkpoint is there, training starts over and a note says so. ``dataset_hash``
     (the stored file's hash) goes into the model card beside the hash of the examples themselves.
+    ``preflight_seconds`` (the pre-flight's training time) is compared with the measured pace of
+    the first steps in a ``log`` event.
+
+    ``eval_examples`` are *validation* examples (their loss after each epoch picks the checkpoint
+    kept, and may stop training early): never pass the eval split the verdict is measured on. When
+    empty, the recipe holds back its own validation split from ``train_examples`` when there are
+    enough (engine/recipe.py).
 
     Raises:
         ConfigError: options this machine cannot honour; a max_length that leaves no example.
@@ -188,26 +205,35 @@ def train(
             [("max_length", f"{max_length} tokens leaves no example with room for its answer")],
             hint=f"The longest example has {max(lengths)} tokens; raise max_length or shorten the prompts.",
         )
-    held_out = [
+    truncated = sum(1 for n in lengths if n > max_length)
+    if truncated:
+        notes.append(f"{truncated} example(s) longer than max_length={max_length} tokens are truncated.")
+
+    # 3. The recipe for this model, this much data and this device (engine/recipe.py): it may change
+    # the learning rate, epochs and batch the user did not set, picks the precision and the output
+    # head's loss, and holds back a validation split for early stopping. Its reasons are the
+    # pre-flight's (preflight() returns them; the job's thread shows them there).
+    validation = [
         ex
         for ex in eval_examples
         if _prompt_fits(tokenizer, ex, max_length)
         and (loss_mode != "prompt_completion" or ex[-1].get("role") == "assistant")
     ]
-    truncated = sum(1 for n in lengths if n > max_length)
-    if truncated:
-        notes.append(f"{truncated} example(s) longer than max_length={max_length} tokens are truncated.")
+    plan, _ = make_plan(
+        base_model, config, train_examples=len(kept), device=device_info(), given_validation=len(validation)
+    )
+    config = plan.config
+    notes.extend(plan.reasons)
+    if plan.validation_examples and not validation:
+        kept, validation = validation_split(kept, plan.validation_examples, seed=config.seed)
+    early_stopping = plan.early_stopping and bool(validation)
 
-    # 3. Model: 4-bit NF4 + double quantization when bitsandbytes can, else full-precision LoRA.
+    # 4. Model: 4-bit NF4 + double quantization when the plan says so, else full-precision LoRA.
     precision = _choose_precision(config, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported())
     compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    quantized, why_not = probe_4bit(device) if config.quantize == "auto" else (False, "")
+    quantized = plan.quantize
     load_kwargs = model_load_kwargs(compute_dtype, cuda=cuda, quantize=quantized)
-    if not quantized and why_not:
-        notes.append(
-            f"4-bit loading is not available here ({why_not}); training full-precision LoRA instead."
-        )
-    elif not quantized:
+    if not quantized and config.quantize == "off":
         notes.append("quantize=off: LoRA on the unquantized weights, as asked (more memory, usually faster).")
     try:
         model = AutoModelForCausalLM.from_pretrained(base_model, **load_kwargs)
@@ -224,12 +250,13 @@ def train(
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
 
-    # 4. LoRA + SFTTrainer with every setting that matters set explicitly.
+    # 5. LoRA + SFTTrainer with every setting that matters set explicitly.
     peft_config = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=config.target,
+        layers_to_transform=list(plan.layers) if plan.layers is not None else None,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -265,9 +292,13 @@ def train(
         pad_to_multiple_of=8 if cuda else None,
         logging_strategy="steps",
         logging_steps=max(1, math.ceil(total_steps / MAX_STEP_EVENTS)),
-        eval_strategy="epoch" if held_out else "no",
+        eval_strategy="epoch" if validation else "no",
         save_strategy="epoch",
-        save_total_limit=2,
+        save_total_limit=2,  # with load_best_model_at_end the best one is never deleted
+        load_best_model_at_end=early_stopping,
+        metric_for_best_model="eval_loss" if early_stopping else None,
+        greater_is_better=False if early_stopping else None,
+        prediction_loss_only=True,
         report_to=report_to,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
@@ -282,28 +313,41 @@ def train(
         "max_length": max_length,
         "loss_mode": loss_mode,
         "target_modules": config.target,
+        "plan": plan.to_dict(),
+        "train_examples": len(kept),
+        "validation_examples": len(validation),
         "versions": _versions(),
     }
     for note in notes[len(config.notes) :]:
-        emit("log", note)
+        if note not in plan.reasons:  # those are the pre-flight's (preflight()["notes"]), shown with it
+            emit("log", note)
     summary = (
-        f"Training {'4-bit QLoRA' if quantized else 'LoRA'} on {device} in {precision}, optimizer {optimizer}, "
-        f"max_length {max_length}, gradient checkpointing {'on' if checkpointing else 'off'}."
+        f"Training {'4-bit QLoRA' if quantized else 'LoRA'} on {device} in {precision} ({plan.recipe} recipe): "
+        f"lr {config.learning_rate:g}, {'up to ' if early_stopping else ''}{config.epochs} epochs, batch "
+        f"{config.batch_size} x {config.grad_accum}, r {config.lora_r}, "
+        + (f"layers {plan.layers[0]}-{plan.layers[-1]}" if plan.layers else "every layer")
+        + f", optimizer {optimizer}, max_length {max_length}, gradient checkpointing {'on' if checkpointing else 'off'}."
     )
     notes.append(summary)
     emit("log", summary, data={"resolved": decided})
 
-    # 5. Progress events and cancel, through a TrainerCallback.
-    progress = _make_progress_callback(emit, should_stop)
+    # 6. Progress events and cancel, through a TrainerCallback; early stopping on the validation loss.
+    progress = _make_progress_callback(emit, should_stop, preflight_seconds=preflight_seconds)
+    callbacks: list[Any] = [progress]
+    if early_stopping:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=plan.patience))
     datasets.disable_progress_bars()  # our events are the progress display; keep the worker log readable
-    trainer = SFTTrainer(
+    trainer_class = _answer_only_trainer(SFTTrainer) if plan.answer_only_logits else SFTTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=_to_dataset(kept, loss_mode),
-        eval_dataset=_to_dataset(held_out, loss_mode) if held_out else None,
+        eval_dataset=_to_dataset(validation, loss_mode) if validation else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[progress],
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     resume = _find_checkpoint(Path(resume_from)) if resume_from is not None else None
@@ -337,8 +381,13 @@ def train(
         return TrainResult(
             output_dir / ADAPTER_DIR, metrics, quantized, notes, cancelled=True, resolved=decided
         )
+    if early_stopping:
+        kept_note = _early_stopping_note(trainer.state, planned_epochs=config.epochs, metrics=metrics)
+        if kept_note:
+            notes.append(kept_note)
+            emit("log", kept_note, data={"best_epoch": metrics.get("best_epoch"), "notify": True})
 
-    # 6. Save: adapter (PEFT format) + tokenizer + model card.
+    # 7. Save: adapter (PEFT format) + tokenizer + model card.
     adapter_dir = output_dir / ADAPTER_DIR
     trainer.model.save_pretrained(str(adapter_dir))
     tokenizer.save_pretrained(str(adapter_dir))
@@ -387,6 +436,47 @@ def _render(tokenizer: Any, messages: Messages, **kwargs: Any) -> str:
 
 def token_length(tokenizer: Any, messages: Messages) -> int:
     return len(tokenizer(_render(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
+def answer_length(tokenizer: Any, messages: Messages) -> int:
+    """Tokens of the last turn (the answer the loss is on), as the template renders it."""
+    if len(messages) < 2:
+        return token_length(tokenizer, messages)
+    prompt = _render(tokenizer, messages[:-1], add_generation_prompt=True)
+    prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    return max(1, token_length(tokenizer, messages) - prompt_tokens)
+
+
+def _answer_only_trainer(base: type) -> type:
+    """``base`` (SFTTrainer) with a loss whose output head runs only where a label is: the same
+    cross-entropy as the model's own loss, without the (tokens x vocabulary) logits of the prompt.
+
+    TRL's fused head does this on GPUs with Triton; elsewhere it scores every position (and computes
+    entropy and top-1 accuracy over the whole vocabulary for its metrics). On a CPU with a 49k-token
+    vocabulary and one-word answers that head is a third of the step. Falls back to ``base``'s
+    loss for models without ``get_decoder``/``get_output_embeddings``.
+    """
+    import torch
+
+    class AnswerOnlyTrainer(base):  # type: ignore[misc, valid-type]
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
+            inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+            decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None
+            head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+            if decoder is None or head is None or "labels" not in inputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs["labels"][:, 1:]
+            keep = labels != -100
+            kwargs = {k: inputs[k] for k in ("attention_mask", "position_ids") if k in inputs}
+            hidden = decoder(input_ids=inputs["input_ids"], use_cache=False, **kwargs).last_hidden_state
+            picked = hidden[:, :-1][keep]
+            logits = head(picked).float()
+            total = torch.nn.functional.cross_entropy(logits, labels[keep], reduction="sum")
+            count = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+            loss = total / torch.as_tensor(count, device=total.device).clamp(min=1)
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+    return AnswerOnlyTrainer
 
 
 def _prompt_fits(tokenizer: Any, messages: Messages, max_length: int) -> bool:
@@ -523,7 +613,14 @@ class _Emitter:
         self.sink.emit(ProgressEvent(job_id=self.job_id, kind=kind, message=message, at=utcnow(), **fields_))
 
 
-def _make_progress_callback(emit: _Emitter, should_stop: Callable[[], bool]) -> Any:
+#: The measured pace is reported once this share of the steps (at least CALIBRATE_MIN_STEPS) is done.
+CALIBRATE_SHARE = 0.05
+CALIBRATE_MIN_STEPS = 3
+
+
+def _make_progress_callback(
+    emit: _Emitter, should_stop: Callable[[], bool], *, preflight_seconds: float | None = None
+) -> Any:
     """Build the TrainerCallback (defined here: transformers is imported inside functions only)."""
     import torch
     from transformers import TrainerCallback
@@ -537,6 +634,7 @@ def _make_progress_callback(emit: _Emitter, should_stop: Callable[[], bool]) -> 
         """
 
         def __init__(self) -> None:
+            self.calibrated = False
             self.cancelled = False
             self.diverged: str | None = None
             self._alerted: set[str] = set()
@@ -597,6 +695,9 @@ def _make_progress_callback(emit: _Emitter, should_stop: Callable[[], bool]) -> 
             }
             if done > 0:  # the pace of this run (a resumed run counts from where it resumed)
                 metrics["eta_seconds"] = (total - step) * elapsed / done
+            if done > 0 and not self.calibrated and done >= max(CALIBRATE_MIN_STEPS, CALIBRATE_SHARE * total):
+                self.calibrated = True
+                self._calibrate(elapsed, done, total - step, state)
             if "grad_norm" in logs and logs["grad_norm"] is not None:
                 metrics["grad_norm"] = float(logs["grad_norm"])
             if torch.cuda.is_available():
@@ -627,6 +728,26 @@ def _make_progress_callback(emit: _Emitter, should_stop: Callable[[], bool]) -> 
                     state,
                 )
             self._losses.append(loss)
+
+        def _calibrate(self, elapsed: float, done: int, left: int, state: Any) -> None:
+            """The pre-flight time checked against the first steps' real pace (one ``log`` event)."""
+            pace = elapsed / done
+            total_s = elapsed + left * pace
+            said = f" (the pre-flight estimate was {_duration(preflight_seconds)})" if preflight_seconds else ""
+            emit(
+                "log",
+                f"Measured pace: {pace:.1f} s per step over the first {done} steps, so training should take "
+                f"about {_duration(total_s)} in all{said}.",
+                step=state.global_step,
+                total=state.max_steps,
+                data={
+                    "kind": "calibration",
+                    "notify": True,  # worth a line in the job's thread
+                    "seconds_per_step": pace,
+                    "calibrated_seconds": total_s,
+                    "preflight_seconds": preflight_seconds,
+                },
+            )
 
         def _on_eval(self, eval_loss: float, state: Any) -> None:
             self._eval_losses.append(eval_loss)
@@ -685,6 +806,28 @@ def _metrics(trainer: Any, output: Any, *, started: float, cuda: bool, shape: Mo
     if cuda:
         metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
     return metrics
+
+
+def _early_stopping_note(state: Any, *, planned_epochs: int, metrics: dict[str, float]) -> str | None:
+    """Which epoch was kept and whether training stopped early; records ``best_epoch``,
+    ``stopped_early`` and ``best_eval_loss`` in ``metrics``."""
+    evals = [(float(h["epoch"]), float(h["eval_loss"])) for h in state.log_history if "eval_loss" in h]
+    if not evals:
+        return None
+    best_epoch, best_loss = min(evals, key=lambda item: item[1])
+    last_epoch = evals[-1][0]
+    stopped = last_epoch < planned_epochs - 1e-6
+    metrics.update(best_epoch=best_epoch, best_eval_loss=best_loss, stopped_early=float(stopped))
+    kept = f"Kept the model of epoch {best_epoch:g} (validation loss {best_loss:.4f}, the lowest)"
+    if stopped:
+        return (
+            f"Stopped after epoch {last_epoch:g} of {planned_epochs}: the validation loss stopped falling. "
+            + kept
+            + "."
+        )
+    if best_epoch < last_epoch:
+        return kept + f", not the last epoch's ({evals[-1][1]:.4f})."
+    return None
 
 
 def _examples_hash(examples: Sequence[Messages]) -> str:

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.backends.local_builtin import is_builtin, resolve_base_model
 from engine.backends.local_loading import four_bit_available, model_load_kwargs, pad_with_eos
 from engine.errors import (
     BackendUnavailable,
@@ -49,7 +50,6 @@ from engine.errors import (
     ResourceExhausted,
     UsageError,
 )
-from engine.settings import BUILTIN_TINY
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,9 @@ def load_base(base_model: str, *, quantize: bool | None = None) -> tuple[Any, An
     with ``local_tiny.resolve_base_model``) for inference, and its tokenizer.
 
     ``quantize``: True = 4-bit NF4 with double quantization (raises when bitsandbytes cannot),
-    False = full precision, None = 4-bit when :func:`four_bit_available`; the same loading as
+    False = full precision, None = 4-bit on a GPU when :func:`four_bit_available` (on a CPU,
+    bitsandbytes' 4-bit matmuls generate about half as fast as fp32, and the CPU recipe trains
+    adapters on full-precision weights, so a CPU serves in fp32); the same loading as
     training (compute dtype bf16, else fp16, on CUDA; fp32 on the CPU).
     Returns ``(model, tokenizer)``; the model is in eval mode; the tokenizer pads on the left.
 
@@ -166,7 +168,7 @@ def load_base(base_model: str, *, quantize: bool | None = None) -> tuple[Any, An
 
     tokenizer = load_tokenizer(base_model)
     if quantize is None:
-        quantize = four_bit_available()
+        quantize = torch.cuda.is_available() and four_bit_available()
     elif quantize and not four_bit_available():
         raise BackendUnavailable(
             "4-bit loading was requested but bitsandbytes cannot quantize on this machine.",
@@ -621,7 +623,7 @@ class ModelServer:
             first one of a burst before starting a batch (a request arriving alone, not within a
             window of the previous one, starts at once). Real time, not ``clock``.
         max_batch_size: most requests in one ``generate``.
-        quantize: passed to :func:`load_base` (None = 4-bit where possible).
+        quantize: passed to :func:`load_base` (None = 4-bit on a GPU where possible, fp32 on a CPU).
         clock: monotonic seconds; used for generation deadlines and timings (tests inject one).
         loader: ``(resolved_base) -> (model, tokenizer)``; default :func:`load_base`.
 
@@ -946,11 +948,9 @@ class ModelServer:
         return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
     def _resolve(self, base_model: str) -> str:
-        if base_model == BUILTIN_TINY:
+        if is_builtin(base_model):
             if self.builtin_dir is None:
-                raise BackendUnavailable("builtin:tiny needs a builtin directory (Settings.builtin_dir).")
-            from engine.backends.local_tiny import resolve_base_model
-
+                raise BackendUnavailable(f"{base_model} needs a builtin directory (Settings.builtin_dir).")
             return resolve_base_model(base_model, self.builtin_dir)
         return base_model
 

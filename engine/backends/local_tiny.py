@@ -17,8 +17,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from engine.settings import BUILTIN_TINY
-
 TINY_VERSION = "tiny-v2"
 SEED = 1234
 VOCAB_SIZE = 1024
@@ -52,21 +50,6 @@ MODEL_CONFIG = {
     "rms_norm_eps": 1e-6,
     "tie_word_embeddings": False,
 }
-
-
-def resolve_base_model(name: str, builtin_dir: Path) -> str:
-    """Map a base model name to what ``from_pretrained`` loads.
-
-    ``builtin:tiny`` becomes the local directory (built on first use); any other name (a local
-    directory or a Hugging Face id) is returned unchanged.
-    """
-    if name == BUILTIN_TINY:
-        return str(ensure_builtin_tiny(builtin_dir))
-    return name
-
-
-def is_builtin(name: str) -> bool:
-    return name == BUILTIN_TINY
 
 
 def ensure_builtin_tiny(builtin_dir: Path) -> Path:

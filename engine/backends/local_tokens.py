@@ -86,10 +86,10 @@ def token_counter_for(base_model: str, builtin_dir: Path | None = None) -> ChatT
             "Counting tokens with a base model needs the 'transformers' package.",
             hint="Install ftbot's dependencies, or validate without --base-model for an estimate.",
         ) from exc
-    from engine.backends.local_tiny import resolve_base_model
+    from engine.backends.local_builtin import is_builtin, resolve_base_model
 
-    if base_model == BUILTIN_TINY and builtin_dir is None:
-        raise UsageError("builtin:tiny needs a directory to be built in (Settings.builtin_dir).")
+    if is_builtin(base_model) and builtin_dir is None:
+        raise UsageError(f"{base_model} needs a directory to be built in (Settings.builtin_dir).")
     resolved = resolve_base_model(base_model, Path(builtin_dir)) if builtin_dir is not None else base_model
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)

@@ -114,3 +114,33 @@ def test_serve_with_a_malformed_token_says_which(settings: Settings) -> None:
     env = {"FTBOT_HOME": str(settings.home), "SLACK_BOT_TOKEN": "xoxb-1-2-abcdef", "SLACK_SIGNING_SECRET": ""}
     result = CliRunner().invoke(main, ["serve", "--http"], env=env)
     assert result.exit_code == 1 and "SLACK_SIGNING_SECRET" in result.output
+
+
+@pytest.mark.slow
+def test_make_runs_console_shows_the_job_without_log_lines(settings: Settings, tmp_path: Path) -> None:
+    """``make run`` is ``ftbot serve`` with no Slack tokens: a console for a person. The scheduler
+    that runs its jobs ticks twice a second; none of that (nor any log line) reaches the screen."""
+    import os
+    import subprocess
+    import sys
+
+    data = _dataset(tmp_path, n=24)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SLACK_")},
+        "FTBOT_HOME": str(settings.home),
+        "FTBOT_BASE_MODEL": "builtin:tiny",
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"],
+        input=f"/upload {data}\n/finetune epochs=1\n",  # the end of input waits for the job
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text[-2000:]
+    assert "local console" in text and "finished" in text
+    assert "apscheduler" not in text and " INFO " not in text, text[:2000]

@@ -329,13 +329,16 @@ def serve(use_http: bool, host: str, port: int) -> None:
 
         SLACK_BOT_TOKEN=xoxb-... SLACK_APP_TOKEN=xapp-... ftbot serve
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         bot_settings = BotSettings.from_env()
         engine_settings = Settings.from_env()
     except FtbotError as exc:
         raise click.ClickException(str(exc)) from None
     mode = "http" if use_http else bot_settings.mode
+    if mode != "console":  # the console is a terminal for a person: no log lines in it
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # apscheduler logs every run of the dispatch tick (twice a second) at INFO: noise, not news.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     if mode == "console":
         click.echo(
             "No Slack tokens are set (SLACK_BOT_TOKEN, SLACK_APP_TOKEN), so this is the local console, "

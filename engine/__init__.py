@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     # evaluation (H-eval): pure, stdlib only
     "build_report": "engine.evaluate",
     "render_report": "engine.evaluate",
+    "format_metric": "engine.evaluate",
     "should_promote": "engine.evaluate",
     "detect_task": "engine.evaluate",
     "PRIMARY_METRIC": "engine.evaluate",

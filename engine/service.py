@@ -447,7 +447,7 @@ class Engine:
 
     def current_model(self, team: str, channel: str) -> ModelRecord | None:
         """The channel's current model (what ``ask`` uses without ``model``): the latest
-        fine-tune that was not worse than its baseline, unless a user chose another (see
+        fine-tune that passed the promotion rule (evaluate.promotion_decision), unless a user chose another (see
         :meth:`use_model`). None when the base model answers: nothing promoted yet, or a user
         chose ``base``. :meth:`model_choice` also says who chose it."""
         return self.store.default_model(team, channel)

@@ -120,7 +120,8 @@ class DefaultChoice:
     ``mode``:
 
     * ``"auto"`` (the default): the promotion rule decides. The latest fine-tune of this channel
-      that was not worse than its baseline is current (``model``); each later promotion replaces
+      that passed the promotion rule (not worse than its baseline, and it learned something:
+      ``engine.evaluate.promotion_decision``) is current (``model``); each later promotion replaces
       it. ``model`` is None until a first promotion: the base model answers.
     * ``"model"``: a user chose ``model`` (any of the workspace's models, whatever its verdict or
       channel). Later promotions are registered but do not replace it.
@@ -1155,7 +1156,7 @@ class Store:
 
     def promote(self, team: str, channel: str, model_id: str) -> DefaultChoice:
         """The promotion rule picked ``model_id`` (a fine-tune of this channel that was not worse
-        than its baseline). It is recorded as the channel's latest promoted model either way, and
+        than its baseline and learned something). It is recorded as the channel's latest promoted model either way, and
         becomes the current model only in mode ``auto``: a user's choice (``model`` or ``base``)
         stands. Returns the channel's choice afterwards; ``result.model_id == model_id`` says
         whether the model became current. Calling it again for the same model is harmless.

@@ -143,7 +143,7 @@ def test_eval_table_verdict_and_flips() -> None:
     text = table.blocks[0]["text"]["text"]
     assert "base zero-shot" in text and "base few-shot" in text and "fine-tuned" in text
     assert text.index("mae") < text.index("parse_rate")  # the primary metric first
-    assert "80.5" in text and "40.25" in text and "12" in text and "lower is better" in text
+    assert "80.5" in text and "40.2" in text and "12" in text and "lower is better" in text  # as the report writes it
     verdict = blocks.verdict(REPORT)
     assert "Fine-tuning helped" in verdict.text
     assert "worst case got worse" in json.dumps(verdict.blocks)
@@ -244,3 +244,16 @@ def test_the_preflight_says_which_recipe_was_chosen_and_why() -> None:
     assert "lr 0.002 for a 135M-parameter model" in text and "&lt;small models&gt;" in text  # escaped
     assert "Memory (GB)" in text and "3m 27s" in text
     assert "How it trains" not in json.dumps(blocks.preflight({"tokens": 10}).blocks)
+
+
+def test_shares_read_as_percentages_and_counts_as_counts() -> None:
+    data = {
+        "task": "label",
+        "metric": "accuracy",
+        "n": 28,
+        "zero_shot": {"accuracy": 0.0, "valid_rate": 0.0, "unknown_answers": 28},
+        "few_shot": {"accuracy": 0.25, "valid_rate": 0.5, "unknown_answers": 14},
+    }
+    text = blocks.baseline(data).blocks[0]["text"]["text"]
+    assert "25%" in text and "50%" in text and "0%" in text and "28" in text
+    assert "0.25" not in text

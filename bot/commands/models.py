@@ -217,7 +217,7 @@ def describe_choice(choice: Any, base_model: str) -> str:
         return f"none yet: `ftbot ask` uses the base model ({base_model}) until a fine-tune is promoted."
     text = (
         f"{choice.model.id}, chosen by the promotion rule (the latest fine-tune that was not worse than "
-        "its baseline; later ones replace it)"
+        "its baseline and learned something; later ones replace it)"
     )
     if choice.chooser:
         text += f"; {choice.chooser} switched back to it{_when(choice.set_at)}"

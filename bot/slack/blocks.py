@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import BUILTIN_TINY, LOWER_IS_BETTER, Job, JobState, ProgressEvent
+from engine import BUILTIN_TINY, LOWER_IS_BETTER, Job, JobState, ProgressEvent, format_metric
 
 ACTION_START = "start_finetune"
 ACTION_CANCEL = "cancel_job"
@@ -506,6 +506,13 @@ def baseline(data: Mapping[str, Any]) -> Message:
     return Message(text="Baseline measured", blocks=[section("*Baseline (before fine-tuning)*\n" + table)])
 
 
+def _fmt_metric(metric: str, value: Any) -> str:
+    """A metric as the report writes it (shares as percentages: "93%"), counts as numbers."""
+    if isinstance(value, float) and not math.isnan(value):
+        return format_metric(metric, value)
+    return fmt_number(value)
+
+
 def _metrics_table(report: Mapping[str, Any], *, max_metrics: int = 8) -> str:
     """The metrics (rows) of each model (columns). With the report's constant answer (``guess``:
     always giving the typical answer, no model) it comes first as a column of its own, a last row
@@ -536,7 +543,7 @@ def _metrics_table(report: Mapping[str, Any], *, max_metrics: int = 8) -> str:
     for m in metrics:
         mark = " ↓" if m in _LOWER_IS_BETTER else ""
         rows.append(
-            (m + mark).ljust(width) + "".join(fmt_number(models[c].get(m)).rjust(16) for c, _ in columns)
+            (m + mark).ljust(width) + "".join(_fmt_metric(m, models[c].get(m)).rjust(16) for c, _ in columns)
         )
     beats = report.get("beats_constant")
     if "constant" in models and isinstance(beats, Mapping) and beats:
@@ -697,7 +704,7 @@ def describe_choice(choice: Any, *, base_model: str) -> str:
     else:
         text = (
             f"`{escape(choice.model.id)}`, chosen by the promotion rule (automatic: the latest fine-tune "
-            "here that was not worse than its baseline; later ones replace it)"
+            "here that was not worse than its baseline and learned something; later ones replace it)"
         )
     if choice.chooser:
         text += f"; {_who(choice.chooser)} switched to automatic{_when(choice.set_at)}"
@@ -756,7 +763,7 @@ def model_list(
     if choice.mode != "base":
         base["accessory"] = button("Use the base model", ACTION_USE, "base")
     auto = section(
-        "*Automatic*: the latest fine-tune of this channel that was not worse than its baseline; "
+        "*Automatic*: the latest fine-tune of this channel that was not worse than its baseline and learned something; "
         "each later one replaces it" + (" *(current)*" if choice.mode == "auto" else "")
     )
     if choice.mode != "auto":
@@ -784,7 +791,7 @@ def model_switched(choice: Any, *, user: str, previous: Any, base_model: str) ->
         )
         text = (
             f"{_who(user)} handed this channel's model back to the promotion rule: {now}, and each "
-            f"later fine-tune that is not worse than its baseline replaces it. Before: {was}."
+            f"later fine-tune that is not worse than its baseline and learned something replaces it. Before: {was}."
         )
     else:
         what = (
@@ -823,7 +830,7 @@ def base_answer_note(answer: Any, *, finetune_hint: str = FINETUNE_HINT) -> str 
     if reason == "none_promoted":
         return (
             f"None of this channel's fine-tunes is its current model (one becomes current only when "
-            f"it is not worse than its baseline): this answer comes from the base model `{base}`. "
+            f"it is not worse than its baseline and learned something): this answer comes from the base model `{base}`. "
             "`/finetune models` lists them; `/finetune use MODEL_ID` makes one the channel's model."
         )
     if reason == "chosen":

@@ -45,8 +45,8 @@ FINETUNE_SUBCOMMANDS = ("status", "list", "cancel", "help", "models", "use")
 USE_CHOICES: dict[str, str] = {
     "MODEL_ID": "a model id from `/finetune models`: it answers /ask here until someone changes it",
     "base": "the base model alone, until someone changes it",
-    "auto": "the promotion rule: the latest fine-tune of this channel that was not worse than its "
-    "baseline, replaced by each later one",
+    "auto": "the promotion rule: the latest fine-tune of this channel that passed it (not worse than its "
+    "baseline, and it learned something), replaced by each later one",
 }
 USE_USAGE = "`/finetune use MODEL_ID|base|auto`"
 # The leading key=value words /ask reads (their ranges are the engine's: Engine.check_ask_options).

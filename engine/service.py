@@ -447,8 +447,8 @@ class Engine:
 
     def current_model(self, team: str, channel: str) -> ModelRecord | None:
         """The channel's current model (what ``ask`` uses without ``model``): the latest
-        fine-tune that passed the promotion rule (evaluate.promotion_decision), unless a user chose another (see
-        :meth:`use_model`). None when the base model answers: nothing promoted yet, or a user
+        fine-tune that passed the promotion rule (evaluate.promotion_decision), unless a user chose
+        another (see :meth:`use_model`). None when the base model answers: nothing promoted yet, or a user
         chose ``base``. :meth:`model_choice` also says who chose it."""
         return self.store.default_model(team, channel)
 
@@ -558,7 +558,7 @@ class Engine:
         * :data:`BASE_REASON_NO_FINETUNE`: the channel has no fine-tune yet (nothing promoted,
           nothing chosen, no model made in this channel);
         * :data:`BASE_REASON_NONE_PROMOTED`: the channel has fine-tunes, but none became its
-          current model (each was worse than its baseline) and nobody chose one;
+          current model (none passed the promotion rule) and nobody chose one;
         * :data:`BASE_REASON_CHOSEN`: a user made the base model the channel's model
           (``/finetune use base``);
         * :data:`BASE_REASON_REQUESTED`: the request named it (``model=base``).

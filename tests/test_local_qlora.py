@@ -326,3 +326,40 @@ def test_should_stop_is_honoured_by_the_callback() -> None:
     callback.on_epoch_end(None, None, control)
     assert control.should_training_stop and callback.cancelled
     assert not control.should_evaluate and not control.should_save
+
+
+def test_the_answer_only_loss_is_the_models_own_loss(tiny_model_dir: Path) -> None:
+    """The CPU recipe's loss runs the output head on answer tokens only: the same number as the
+    model's own loss over the same labels, and the same gradients (within float rounding)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from engine.backends.local_qlora import _answer_only_trainer
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"),
+    )
+    ids = torch.randint(10, 500, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[2, 9:] = 0  # a padded row
+    labels = torch.full_like(ids, -100)
+    labels[0, 8:] = ids[0, 8:]
+    labels[1, 5:7] = ids[1, 5:7]
+    labels[2, 6:9] = ids[2, 6:9]
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    cls = _answer_only_trainer(object)
+    ours = cls.compute_loss(cls.__new__(cls), model, dict(inputs))
+    ours.backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    theirs = model(**inputs).loss
+    theirs.backward()
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours, theirs)
+    for ours_g, p in zip(grads, (p for p in model.parameters() if p.requires_grad), strict=True):
+        assert torch.allclose(ours_g, p.grad, atol=1e-5)
+    summed = cls.compute_loss(cls.__new__(cls), model, dict(inputs), num_items_in_batch=20)
+    assert torch.allclose(summed * 20, theirs * (labels[:, 1:] != -100).sum(), atol=1e-4)

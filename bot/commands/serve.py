@@ -3,8 +3,8 @@
 ``serve`` picks its mode from the environment (bot/settings.py): Socket Mode when
 SLACK_APP_TOKEN is set, HTTP on ``--host/--port`` at ``/slack/events`` otherwise (or with
 ``--http``), and, with no Slack variable at all, the local console on the default base model
-(builtin:smollm2), which is what ``make run`` shows a newcomer. Missing or malformed tokens stop it at once with a message that
-names the variable, never a traceback later.
+(builtin:smollm2), which is what ``make run`` shows a newcomer. Missing or malformed tokens stop it
+at once with a message that names the variable, never a traceback later.
 
 The pieces are functions (:func:`build_slack`, :func:`make_http_server`,
 :func:`connect_socket_mode`) so the end-to-end tests run exactly this code path against a fake

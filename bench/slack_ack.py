@@ -43,11 +43,11 @@ from tests.fakes.slack_requests import (  # noqa: E402
 GOAL_P99_MS = 500.0
 
 
-def _post(url: str, body: str, content_type: str) -> tuple[int, float]:
+def _post(url: str, body: str, content_type: str) -> tuple[int, float, str]:
     reply = post_signed(url, body, content_type=content_type, timeout=30)
     if reply.status >= 400:  # as loud as urllib's HTTPError was: a refused request ends the run
         raise SystemExit(f"the app answered HTTP {reply.status}: {reply.body[:200]}")
-    return reply.status, reply.ms
+    return reply.status, reply.ms, str(reply.body)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -72,7 +72,10 @@ def main() -> int:
 
     home = Path(tempfile.mkdtemp(prefix="ftbot-bench-"))
     # Short answers: the bench measures acks; the answers only have to finish before teardown.
-    settings = Settings.from_env({"FTBOT_HOME": str(home), "FTBOT_ASK_MAX_NEW_TOKENS": "32"})
+    # builtin:tiny: the bench measures acks, not a model (the default base model trains for minutes).
+    settings = Settings.from_env(
+        {"FTBOT_HOME": str(home), "FTBOT_ASK_MAX_NEW_TOKENS": "32", "FTBOT_BASE_MODEL": "builtin:tiny"}
+    )
     with FakeSlack() as slack, serve_http(BotSettings.from_env(bot_env(slack)), settings) as (engine, url):
         try:
             # A dataset, and a long training job that runs during the measurement.
@@ -85,6 +88,7 @@ def main() -> int:
             print(f"training job running; {args.rounds} rounds of {args.concurrency} concurrent requests")
 
             timings: dict[str, list[float]] = {"/finetune": [], "/ask": []}
+            busy = 0  # questions beyond the /ask pool's capacity: their ack is the whole answer
             bodies = {"/finetune": "epochs=1", "/ask": "New Valuline trail running shoes in navy."}
             training_rounds = 0
             with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
@@ -96,13 +100,14 @@ def main() -> int:
                             for i in range(args.concurrency)
                         ]
                         for future in futures:
-                            status, ms = future.result()
+                            status, ms, reply = future.result()
                             assert status == 200, status
                             timings[command].append(ms)
+                            busy += command == "/ask" and "The model is busy" in reply
                     time.sleep(0.5)
             still_training = any(j.state == JobState.TRAINING for j in engine.jobs(limit=200))
             # Let the work behind the acks finish (answers, cards) before tearing down.
-            asks = len(timings["/ask"])
+            asks = len(timings["/ask"]) - busy
             _wait(
                 lambda: (
                     sum(
@@ -133,6 +138,7 @@ def main() -> int:
             f"{command:<10} {len(values):>4} {statistics.median(values):>8.1f} {_percentile(values, 95):>8.1f} "
             f"{p99:>8.1f} {max(values):>8.1f} {p99 / GOAL_P99_MS:>9.2f}"
         )
+    print(f"/ask beyond the pool's capacity, answered 'the model is busy' in the ack: {busy}")
     print(f"goal: p99 < {GOAL_P99_MS:.0f} ms: {'met' if ok else 'NOT met'}")
     return 0 if ok else 1
 

@@ -55,6 +55,7 @@ from typing import Any, TextIO
 from bot.commands.common import LOCAL_CHANNEL, LOCAL_TEAM
 from bot.slack import blocks
 from bot.slack.parse import (
+    FINETUNE_SUBCOMMANDS,
     AskRequest,
     CancelRequest,
     FinetuneRequest,
@@ -65,6 +66,7 @@ from bot.slack.parse import (
     UseRequest,
     parse_ask,
     parse_finetune,
+    suggest,
 )
 from engine import DatasetError, FtbotError, Job, JobState, NotFound, ProgressEvent
 
@@ -403,7 +405,16 @@ class Console:
                 self.engine.confirm(rest.strip(), user=self.user, team=self.team)
                 self.write(f"Confirmed {rest.strip()}.")
             else:
-                self.write(f"Unknown command {command!r}. " + CONSOLE_HELP)
+                # A typo (/uplaod), a missing slash (upload) or a /finetune subcommand (/status).
+                word = command.lstrip("/")
+                known = ("/upload", "/finetune", "/ask", "/jobs", "/cancel", "/confirm", "/help", "/quit")
+                if word in FINETUNE_SUBCOMMANDS:
+                    meant: str | None = f"/finetune {word}"
+                else:
+                    sub = suggest(word, FINETUNE_SUBCOMMANDS)
+                    meant = suggest(f"/{word}", known) or (f"/finetune {sub}" if sub else None)
+                hint = f" Did you mean {meant}?" if meant else ""
+                self.write(f"Unknown command {command!r}.{hint} " + CONSOLE_HELP)
         except FtbotError as exc:
             self.show(blocks.error(str(exc)))
         except KeyboardInterrupt:  # Ctrl-C during a command abandons it; jobs go on
@@ -495,8 +506,16 @@ class Console:
     def start_job(self, request: FinetuneRequest) -> Job:
         """Submit the job and return at once: the queue runs it, the follower prints it."""
         self._ensure_queue()
-        job = request.submit(
-            self.engine, self._dataset, owner=self.user, team=self.team, channel=self.channel
+        # The console's user is the local operator, trusted like an admin (Engine.submit): any
+        # base model, no limit on unfinished jobs.
+        job = self.engine.submit(
+            self._dataset(request.dataset),
+            options=dict(request.options),
+            owner=self.user,
+            team=self.team,
+            channel=self.channel,
+            eval_dataset_hash=self._dataset(request.eval_dataset) if request.eval_dataset else None,
+            is_admin=True,
         )
         self.show(blocks.job_card(job))
         self._quit_warned = False  # a new job: leaving asks again

@@ -26,6 +26,7 @@ values.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -194,7 +195,8 @@ _OPTIONS: tuple[_Option, ...] = (
         "base_model",
         ("base_model", "base", "model"),
         "str",
-        "a Hugging Face id, a local directory, builtin:smollm2 or builtin:tiny",
+        "one of the allowed base models (FTBOT_BASE_MODELS; admins may name any Hugging Face id or local "
+        "model directory), builtin:smollm2 or builtin:tiny",
         BACKENDS,
     ),
     _Option("backend", ("backend",), "choice", "local or openai", BACKENDS, BACKENDS),
@@ -445,7 +447,7 @@ def parse_options(
                 )
                 problems.append((key, f"is not an option of the {backend} backend{extra}"))
             else:
-                problems.append((key, "unknown option"))
+                problems.append((key, "unknown option" + _did_you_mean(key, table)))
             continue
         if opt.field in given_as:
             problems.append((key, f"given twice (also as {given_as[opt.field]}=)"))
@@ -473,6 +475,12 @@ def parse_options(
             if field_name in values
         )
     raise ConfigError(problems, hint=_accepted_hint(backend))
+
+
+def _did_you_mean(key: str, table: Mapping[str, _Option]) -> str:
+    """'; did you mean epochs=?' for a key close to one of ``table``'s (a typo), else ""."""
+    close = difflib.get_close_matches(key[:64], list(table), n=1, cutoff=0.7)
+    return f"; did you mean {close[0]}=?" if close else ""
 
 
 def _display_key(field_name: str, given_as: Mapping[str, str]) -> str:

@@ -15,7 +15,21 @@ Contracts:
   most :data:`MAX_STORED_PER_CODE` lines per code (the rest are counted), and whole-file checks
   (duplicates, conflicting answers) keep about 20 bytes per example plus a fixed-size bit map.
 - Every problem is reported at once, each with its 1-based line number (``None`` for problems of
-  the whole file) and a message that says what is wrong, where, and how to fix it.
+  the whole file) and a message that says what is wrong, where, and how to fix it. A typo in a
+  role or key gets a "did you mean" (``assistent`` -> ``assistant``, ``contnet`` -> ``content``);
+  a trailing comma is named as such.
+- Whole-file mistakes are one error, not hundreds of line errors: a file that is one JSON array
+  (``json_array_file``), a CSV/TSV file (``csv_file``), the old prompt/completion format
+  (``prompt_completion_format``) and pretty-printed objects spread over lines
+  (``pretty_printed_json``) are recognised from the first :data:`MISTAKE_HEAD_BYTES` of the file;
+  the message says how to convert the file. The line errors such a mistake explains are set aside
+  (bounded, like all errors) and dropped once the rest of the file confirms it (at least as many
+  lines explained as usable examples), or put back in line order when it does not (a stray first
+  line in a good file).
+- The same error on many lines (same code, same text but for the line number) is shown once by
+  :meth:`ValidationReport.to_dict` (and so by ``to_text`` and the Slack reply): ``line`` is its
+  first line and the message lists its first :data:`MAX_GROUPED_LINES` lines and how many more.
+  ``ValidationReport.errors`` keeps one entry per stored line.
 - Hostile input never raises: invalid UTF-8, binary files, 100 000-deep nesting (measured by an
   iterative bracket scan *before* parsing, so no parser ever recurses deeply), huge lines and
   numbers, NaN, lone surrogates.
@@ -29,7 +43,8 @@ Error codes (the file is not usable): ``empty_file``, ``binary_file``, ``not_utf
 ``not_object``, ``too_deep``, ``line_too_long``, ``missing_messages``, ``invalid_messages``,
 ``invalid_message``, ``missing_role``, ``unknown_role``, ``invalid_content``,
 ``invalid_tool_calls``, ``empty_answer``, ``no_assistant``, ``invalid_weight``,
-``too_few_examples``.
+``too_few_examples``; whole-file mistakes: ``json_array_file``, ``csv_file``,
+``prompt_completion_format``, ``pretty_printed_json``.
 
 Warning codes (usable, but the user should know): ``few_examples``, ``duplicates``,
 ``conflicting_answers``, ``last_not_assistant``, ``too_long``, ``inconsistent_system_prompts``,
@@ -39,6 +54,8 @@ Warning codes (usable, but the user should know): ``few_examples``, ``duplicates
 from __future__ import annotations
 
 import array
+import csv
+import difflib
 import hashlib
 import io
 import json
@@ -49,12 +66,15 @@ import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, BinaryIO
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_GROUPED_LINES",
     "MAX_LINE_BYTES",
     "MIN_EXAMPLES",
+    "MISTAKE_HEAD_BYTES",
     "RECOMMENDED_EXAMPLES",
     "Example",
     "Issue",
@@ -89,6 +109,12 @@ MAX_STORED_PER_CODE = 50
 MAX_WARNING_LINES = 50
 #: One line reports at most this many errors (a line with 10 000 bad messages stays one entry each).
 MAX_ERRORS_PER_LINE = 5
+#: A repeated error (same code and text on many lines) lists this many of its lines, then a count.
+MAX_GROUPED_LINES = 10
+#: Distinct (code, text) errors tracked for that grouping; past this many, new ones are not grouped.
+MAX_ERROR_GROUPS = 1000
+#: Whole-file mistakes (a JSON array, a CSV file, ...) are recognised from this much of the file.
+MISTAKE_HEAD_BYTES = 64 * 1024
 #: Answers sampled (reservoir, fixed seed) for task detection; each kept up to this many chars.
 TASK_SAMPLE = 2000
 TASK_SAMPLE_CHARS = 8192
@@ -99,6 +125,31 @@ LOPSIDED_SHARE = 0.8
 
 ROLES = ("system", "user", "assistant", "tool")
 _ROLES = frozenset(ROLES)
+#: Keys an example or a message may have (the format above); used for "did you mean" only.
+EXAMPLE_KEYS = ("messages", "tools", "parallel_tool_calls", "functions")
+MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "weight", "refusal", "function_call")
+# Names other formats use for the same thing: a role or key like these gets "did you mean".
+_ROLE_ALIASES = {
+    "human": "user",
+    "bot": "assistant",
+    "ai": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+    "chatbot": "assistant",
+    "developer": "system",
+    "function": "tool",
+}
+_KEY_ALIASES = {
+    "from": "role",
+    "speaker": "role",
+    "author": "role",
+    "value": "content",
+    "text": "content",
+    "conversations": "messages",
+    "conversation": "messages",
+    "dialog": "messages",
+    "turns": "messages",
+}
 _CONTENT_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
 _READ_CHUNK = 1 << 20
 _HEAD_BYTES = 8192
@@ -148,8 +199,11 @@ class ValidationReport:
     """The result of :func:`validate_file`.
 
     ``ok`` is True when the file can be used for training: no errors at all. ``errors`` holds the
-    stored errors (at most MAX_STORED_PER_CODE per code); ``error_counts`` the true count per code.
-    ``stats`` always has ``examples`` (usable examples) and ``task``; see :func:`validate_stream`.
+    stored errors (at most MAX_STORED_PER_CODE per code, one per line); ``error_counts`` the true
+    count per code. ``error_repeats`` maps ``(code, message without its "Line N: ")`` to ``(lines
+    with it, its first MAX_GROUPED_LINES lines)`` for errors seen on more than one line (at most
+    MAX_ERROR_GROUPS of them), which :meth:`to_dict` shows once. ``stats`` always has ``examples``
+    (usable examples) and ``task``; see :func:`validate_stream`.
     """
 
     ok: bool
@@ -157,6 +211,7 @@ class ValidationReport:
     warnings: list[ValidationWarning] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     error_counts: dict[str, int] = field(default_factory=dict)
+    error_repeats: dict[tuple[str, str], tuple[int, tuple[int, ...]]] = field(default_factory=dict)
 
     @property
     def examples(self) -> int:
@@ -166,30 +221,48 @@ class ValidationReport:
         """DESIGN.md's ``ftbot validate --json`` object: ``{"ok", "errors": [{"line", "code",
         "message"}], "warnings": [{"code", "message", "lines"}], "stats": {"examples", ...}}``.
 
-        When more lines share a code than were stored, one extra error with ``line: null`` says
-        how many more there are, so the counts stay honest while the object stays small.
+        The same error on many lines (same code, same text but for the line number) is one entry:
+        ``line`` is its first line, and the message starts "Lines 3, 4, 5, ... and N more (M lines):"
+        before the shared text. When more lines have a code than the entries account for, one
+        extra error with ``line: null`` says how many more there are, so the counts stay honest
+        while the object stays small.
         """
-        errors = [e.to_dict() for e in self.errors]
-        stored: dict[str, int] = {}
-        for e in self.errors:
-            stored[e.code] = stored.get(e.code, 0) + 1
-        for code, total in self.error_counts.items():
-            more = total - stored.get(code, 0)
-            if more > 0:
-                errors.append(
-                    {
-                        "line": None,
-                        "code": code,
-                        "message": f"... and {more} more line(s) with the same problem ({code}); "
-                        f"only the first {stored.get(code, 0)} are listed.",
-                    }
-                )
         return {
             "ok": self.ok,
-            "errors": errors,
+            "errors": self._shown_errors(),
             "warnings": [w.to_dict() for w in self.warnings],
             "stats": dict(self.stats),
         }
+
+    def _shown_errors(self) -> list[dict[str, Any]]:
+        """The errors as ``to_dict`` shows them: repeats grouped, then a count of the unlisted."""
+        shown: list[dict[str, Any]] = []
+        grouped: set[tuple[str, str]] = set()
+        covered: dict[str, int] = {}  # code -> lines the shown entries account for
+        for e in self.errors:
+            key = (e.code, _without_line(e.message, e.line))
+            repeat = self.error_repeats.get(key) if e.line is not None else None
+            if repeat is None or repeat[0] < 2:
+                shown.append(e.to_dict())
+                covered[e.code] = covered.get(e.code, 0) + 1
+            elif key not in grouped:
+                grouped.add(key)
+                total, lines = repeat
+                shown.append(
+                    {"line": e.line, "code": e.code, "message": _grouped_message(key[1], total, lines)}
+                )
+                covered[e.code] = covered.get(e.code, 0) + total
+        for code, total in self.error_counts.items():
+            more = total - covered.get(code, 0)
+            if more > 0:
+                shown.append(
+                    {
+                        "line": None,
+                        "code": code,
+                        "message": f"... and {more} more line(s) with {code} errors, not listed here.",
+                    }
+                )
+        return shown
 
     def to_text(self, *, name: str = "dataset") -> str:
         """A readable report: verdict, the main figures, every stored error, then warnings."""
@@ -262,6 +335,19 @@ class Example:
         return _content_text(first.get("content")) if first.get("role") == "system" else None
 
 
+def _without_line(message: str, line: int | None) -> str:
+    """``message`` without its leading "Line N: " (what repeats of one error have in common)."""
+    prefix = f"Line {line}: "
+    return message[len(prefix) :] if line is not None and message.startswith(prefix) else message
+
+
+def _grouped_message(text: str, total: int, lines: Sequence[int]) -> str:
+    """One message for an error on ``total`` lines, of which ``lines`` are the first."""
+    listed = ", ".join(map(str, lines))
+    more = total - len(lines)
+    return f"Lines {listed}{f' and {more} more ({total} lines)' if more > 0 else ''}: {text}"
+
+
 def detect_task(answers: Sequence[str]) -> str:
     """The task type of reference answers: ``"numeric"``, ``"json"``, ``"label"`` or ``"text"``.
 
@@ -313,6 +399,10 @@ def _max_depth(text: str, limit: int) -> int:
     return deepest
 
 
+class _Explained(str):
+    """A parse problem whose message already says how to fix it (no generic hint is added)."""
+
+
 def _parse(text: str) -> tuple[Any, str | None]:
     """Parse one line: ``(value, None)`` or ``(None, message)``. Never raises."""
     n = len(text)
@@ -321,10 +411,12 @@ def _parse(text: str) -> tuple[Any, str | None]:
         i += 1
     try:
         value, end = _SCAN(text, i)
-    except StopIteration as stop:
-        return None, f"not valid JSON: expected a value (column {stop.value + 1})"
+    except StopIteration as stop:  # the C scanner's "expecting a value" (at any depth)
+        return None, _trailing_comma(
+            text, stop.value
+        ) or f"not valid JSON: expected a value (column {stop.value + 1})"
     except json.JSONDecodeError as exc:
-        return None, f"not valid JSON: {exc.msg} (column {exc.colno})"
+        return None, _trailing_comma(text, exc.pos) or f"not valid JSON: {exc.msg} (column {exc.colno})"
     except RecursionError:
         return None, _TOO_DEEP
     except (ValueError, OverflowError) as exc:  # huge integers, NaN/Infinity
@@ -332,11 +424,37 @@ def _parse(text: str) -> tuple[Any, str | None]:
     while end < n and text[end] in _WS:
         end += 1
     if end != n:
+        if text[end:].strip() == ",":
+            return None, _Explained(
+                f"not valid JSON: a comma after the example at column {end + 1}. A line holds one JSON "
+                "object and nothing after it (lines copied out of a JSON array keep their commas); "
+                "remove the comma."
+            )
         return None, (
             f"not valid JSON: extra text after the JSON value (column {end + 1}; two examples on one "
             "line, or a stray character?)"
         )
     return value, None
+
+
+def _trailing_comma(text: str, pos: int) -> _Explained | None:
+    """The message for a trailing comma (``[1, 2,]``, ``{"a": 1,}``) when the parser stopped at the
+    bracket after one (``pos``), else None. JSON forbids them; JavaScript and Python allow them."""
+    n = len(text)
+    j = pos
+    while j < n and text[j] in _WS:
+        j += 1
+    if j >= n or text[j] not in "}]":
+        return None
+    k = min(pos, n) - 1
+    while k >= 0 and text[k] in _WS:
+        k -= 1
+    if k < 0 or text[k] != ",":
+        return None
+    return _Explained(
+        f"not valid JSON: a trailing comma before '{text[j]}' at column {k + 1}: JSON does not allow "
+        "it; remove the comma."
+    )
 
 
 def _content_text(content: Any) -> str:
@@ -475,17 +593,20 @@ def _check_messages(
             errors.append(
                 (
                     "missing_role",
-                    f'{where}: message {n} has no "role". Add "role": one of {", ".join(ROLES)}.',
+                    f'{where}: message {n} has no "role"{_typo_note(m, "role", MESSAGE_KEYS)}. '
+                    f'Add "role": one of {", ".join(ROLES)}.',
                 )
             )
             continue
         if type(role) is not str or role not in _ROLES:
             shown = _short(role)
+            guess = _nearest(role, ROLES, _ROLE_ALIASES) if type(role) is str else None
+            fix = f'Did you mean "{guess}"?' if guess else "Use one of those (lower case)."
             errors.append(
                 (
                     "unknown_role",
                     f"{where}: message {n} has the role {shown}, which is not one of "
-                    f"{', '.join(ROLES)}. Use one of those (lower case).",
+                    f"{', '.join(ROLES)}. {fix}",
                 )
             )
             continue
@@ -533,13 +654,14 @@ def _check_messages(
         elif (content is _MISSING or content is None) and has_calls:
             pass  # an assistant tool call may omit its content
         elif content is _MISSING or content is None:
+            typo = _typo_note(m, "content", MESSAGE_KEYS)
             if role == "assistant":
-                errors.append(_empty_answer(where, n, missing=True))
+                errors.append(_empty_answer(where, n, missing=True, typo=typo))
             else:
                 errors.append(
                     (
                         "invalid_content",
-                        f'{where}: message {n} ({role}) has no "content". Add "content": "..." '
+                        f'{where}: message {n} ({role}) has no "content"{typo}. Add "content": "..." '
                         "(a string, or a list of content parts).",
                     )
                 )
@@ -571,8 +693,8 @@ def _check_messages(
     return errors, last_assistant, plain, answer_bytes
 
 
-def _empty_answer(where: str, n: int, *, missing: bool = False) -> tuple[str, str]:
-    what = 'has no "content"' if missing else "is empty"
+def _empty_answer(where: str, n: int, *, missing: bool = False, typo: str = "") -> tuple[str, str]:
+    what = f'has no "content"{typo}' if missing else "is empty"
     return (
         "empty_answer",
         f"{where}: the assistant answer in message {n} {what}. Write the answer the model should "
@@ -593,6 +715,32 @@ def _bad_parts(parts: list[Any]) -> str | None:
         if ptype == "text" and type(p.get("text")) is not str:
             return f'content part {j} is a text part without a "text" string. Add "text": "...".'
     return None
+
+
+def _nearest(word: str, choices: Sequence[str], aliases: dict[str, str]) -> str | None:
+    """The choice ``word`` was probably meant to be: itself in other case or spacing, a name other
+    formats use (``aliases``), or the closest spelling (difflib); None when nothing is close.
+    Long words are not compared (difflib's cost grows with their length)."""
+    if len(word) > 40:
+        return None
+    w = word.strip().lower()
+    if w in choices:
+        return w
+    if w in aliases:
+        return aliases[w]
+    close = difflib.get_close_matches(w, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _typo_note(obj: dict[Any, Any], wanted: str, known: Sequence[str]) -> str:
+    """' (it has "contnet": did you mean "content"?)' when a key of ``obj`` looks like a misspelling
+    (or another format's name) of the missing key ``wanted``; "" otherwise. Reads at most 50 keys."""
+    for key in islice(obj, 50):
+        if type(key) is not str or key in known:
+            continue
+        if _nearest(key, (wanted,), _KEY_ALIASES) == wanted:
+            return f" (it has {_short(key)}: did you mean {json.dumps(wanted)}?)"
+    return ""
 
 
 def _kind(value: Any) -> str:
@@ -654,6 +802,8 @@ def _parse_example(text: str, line: int, parts: list[Any]) -> tuple[Any, list[tu
     if problem is not None:
         if problem is _TOO_DEEP:
             return None, [_too_deep(line)], -1, 0
+        if isinstance(problem, _Explained):
+            return None, [("not_json", f"Line {line}: {problem}")], -1, 0
         hint = (
             " Each line must be one complete JSON object; check for a missing comma, an unescaped "
             "quote or newline inside a string, or single quotes instead of double quotes."
@@ -673,18 +823,7 @@ def _parse_example(text: str, line: int, parts: list[Any]) -> tuple[Any, list[tu
         )
     messages = obj.get("messages", _MISSING)
     if messages is _MISSING:
-        return (
-            None,
-            [
-                (
-                    "missing_messages",
-                    f'Line {line}: no "messages" key. Each line must look like '
-                    '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}.',
-                )
-            ],
-            -1,
-            0,
-        )
+        return None, [_missing_messages(obj, line)], -1, 0
     if type(messages) is not list or not messages:
         return (
             None,
@@ -733,6 +872,26 @@ def _parse_example(text: str, line: int, parts: list[Any]) -> tuple[Any, list[tu
     return obj, errors, last, answer_bytes
 
 
+def _is_prompt_completion(obj: Any) -> bool:
+    """An example in OpenAI's old completion format: ``{"prompt": ..., "completion": ...}``."""
+    return type(obj) is dict and "messages" not in obj and ("prompt" in obj or "completion" in obj)
+
+
+def _missing_messages(obj: dict[Any, Any], line: int) -> tuple[str, str]:
+    if _is_prompt_completion(obj):
+        return (
+            "missing_messages",
+            f'Line {line}: this example is in the old prompt/completion format ({{"prompt": ..., '
+            '"completion": ...}), not the chat format. Write it as {"messages": [{"role": "user", '
+            '"content": PROMPT}, {"role": "assistant", "content": COMPLETION}]}.',
+        )
+    return (
+        "missing_messages",
+        f'Line {line}: no "messages" key{_typo_note(obj, "messages", EXAMPLE_KEYS)}. Each line must look '
+        'like {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}.',
+    )
+
+
 def _too_deep(line: int) -> tuple[str, str]:
     return (
         "too_deep",
@@ -751,6 +910,238 @@ def _answer_of(message: dict[str, Any]) -> str:
         return _canonical(message.get("tool_calls") or [])
     text = _content_text(content)
     return text if text else _canonical(content)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-file mistakes
+# ---------------------------------------------------------------------------------------------
+
+#: Mistakes in the file's structure: every line error is theirs. (Prompt/completion lines are
+#: recognised one by one, so other errors in such a file are still listed.)
+_STRUCTURAL = frozenset({"json_array_file", "pretty_printed_json", "csv_file"})
+_COLUMN = re.compile(r"[^\W\d][\w .\-]{0,39}")
+_INPUT_COLUMNS = ("prompt", "question", "input", "instruction", "query", "user", "text", "message")
+_OUTPUT_COLUMNS = ("completion", "answer", "output", "response", "assistant", "label", "target", "reply")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+_WRAPPER_KEY = re.compile(r'\{\s*"([A-Za-z_][A-Za-z0-9_]{0,39})"\s*:\s*\[')
+_PC_TO_CHAT = '{messages: [{role: "user", content: .prompt}, {role: "assistant", content: .completion}]}'
+_ARRAY_TO_JSONL_PY = (
+    'python -c "import json,sys; [print(json.dumps(x, ensure_ascii=False)) for x in '
+    "json.load(open(sys.argv[1], encoding='utf-8'))]\" data.json > data.jsonl"
+)
+
+
+@dataclass(frozen=True)
+class _Mistake:
+    """A whole-file mistake recognised from the start of the file (:func:`_detect_mistake`).
+
+    ``line`` is the first non-blank line, where it shows; ``text`` is the message, whose
+    ``{span}`` becomes where the mistake reaches once the whole file has been read.
+    """
+
+    code: str
+    line: int
+    text: str
+
+    def explains(self, problems: Sequence[tuple[str, str]], text: str | None) -> bool:
+        """Whether a line's errors (``(code, message)`` pairs; ``text`` the line when it decoded)
+        are this mistake's doing: set aside, not listed one by one."""
+        if self.code in _STRUCTURAL:
+            return True
+        return (
+            text is not None
+            and all(code == "missing_messages" for code, _ in problems)
+            and _is_prompt_completion(_parse(text)[0])
+        )
+
+    def message(self, explained: int, nonblank: int, last_line: int) -> str:
+        """The error's message: ``explained`` lines of ``nonblank`` are its doing; ``last_line``
+        is the file's last line."""
+        if self.code == "prompt_completion_format":
+            span = (
+                f"all {explained} lines" if explained >= nonblank else f"{explained} of the {nonblank} lines"
+            )
+        else:
+            span = f"lines {self.line}-{last_line}" if last_line > self.line else f"line {self.line}"
+        return self.text.replace("{span}", span)
+
+
+def _sniff_mistake(stream: BinaryIO) -> _Mistake | None:
+    """:func:`_detect_mistake` on the next MISTAKE_HEAD_BYTES of ``stream``, which is then put back
+    where it was."""
+    start = stream.tell()
+    head = stream.read(MISTAKE_HEAD_BYTES)
+    stream.seek(start)
+    return _detect_mistake(head, complete=len(head) < MISTAKE_HEAD_BYTES)
+
+
+def _detect_mistake(head: bytes, *, complete: bool) -> _Mistake | None:
+    """Recognise a whole-file mistake from the first bytes of a file (``complete``: all of it).
+
+    Only the first two non-blank lines decide, and only shapes that a JSON Lines file never has:
+    a first line that opens a JSON array, or opens an object without closing it (JSON spread over
+    lines), or that is a CSV header row; or lines in the prompt/completion format. The caller
+    still confirms the guess against the whole file (a good file with one stray first line).
+    """
+    text = head.decode("utf-8", "replace")
+    lines = text.split("\n")
+    found: list[tuple[int, int, str, bool]] = []  # (line, offset, stripped text, whole in the head)
+    offset = 0
+    for i, raw in enumerate(lines):
+        stripped = raw.strip()
+        if stripped:
+            found.append((i + 1, offset, stripped, complete or i < len(lines) - 1))
+            if len(found) == 2:
+                break
+        offset += len(raw) + 1
+    if not found:
+        return None
+    line, start, first, whole = found[0]
+    after = found[1] if len(found) > 1 else None
+    only_line = complete and after is None
+    if first[0] == "[":
+        return _array_mistake(line, first, whole, only_line, text)
+    if first[0] == "{":
+        if not whole:
+            return None  # one long first example: nothing to tell from its start
+        state, value = _json_state(first)
+        if state == "complete":
+            if _is_prompt_completion(value):
+                return _prompt_completion_mistake(line)
+            return _wrapper_mistake(line, value) if only_line else None
+        if state != "prefix" or (
+            after is not None and (not after[3] or _json_state(after[2])[0] == "complete")
+        ):
+            return None  # a broken first line followed by whole JSON lines: ordinary line errors
+        return _pretty_mistake(line, start, text)
+    return _csv_mistake(line, first) if whole else None
+
+
+def _json_state(text: str) -> tuple[str, Any]:
+    """``("complete", value)`` when ``text`` is exactly one JSON value; ``("prefix", None)`` when it
+    is the start of one that ends too early (a value spread over lines); else ``("invalid", None)``."""
+    if text.count("[") + text.count("{") > MAX_DEPTH and _max_depth(text, MAX_DEPTH) > MAX_DEPTH:
+        return "invalid", None
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration as stop:  # a value expected at stop.value: the end of text, or a bad token
+        return ("prefix" if stop.value >= len(text) else "invalid"), None
+    except json.JSONDecodeError as exc:
+        return ("prefix" if exc.pos >= len(text) else "invalid"), None
+    except (ValueError, RecursionError, OverflowError):
+        return "invalid", None
+    return ("complete", value) if end == len(text) else ("invalid", None)
+
+
+def _array_mistake(line: int, first: str, whole: bool, only_line: bool, head: str) -> _Mistake | None:
+    if whole:
+        state, value = _json_state(first)
+        if state == "complete":
+            # An array on one line is a whole-file mistake only when it is the file's only line
+            # and holds objects; otherwise it is one bad line among good ones.
+            if not (only_line and type(value) is list and any(type(v) is dict for v in value[:100])):
+                return None
+        elif state != "prefix":
+            return None
+    elif not re.match(r"\[\s*\{", first):
+        return None
+    text = (
+        "The file is one JSON array of examples ({span}), not JSON Lines: each example must be one "
+        "JSON object on a line of its own, with no [ ] around the file and no commas between "
+        f"examples. Convert it with jq: jq -c '.[]' data.json > data.jsonl, or with Python: "
+        f"{_ARRAY_TO_JSONL_PY}."
+    )
+    if '"prompt"' in head and '"completion"' in head and '"messages"' not in head:
+        text += (
+            " The examples also use the old prompt/completion format; jq converts both at once: "
+            f"jq -c '.[] | {_PC_TO_CHAT}' data.json > data.jsonl."
+        )
+    return _Mistake("json_array_file", line, text)
+
+
+def _wrapper_mistake(line: int, value: Any) -> _Mistake | None:
+    """One object on the file's only line that holds the examples in a list under a key."""
+    if type(value) is not dict:
+        return None
+    for key, inner in islice(value.items(), 20):
+        if (
+            type(inner) is list
+            and any(type(v) is dict for v in inner[:100])
+            and _IDENTIFIER.fullmatch(key)
+            and key not in EXAMPLE_KEYS
+        ):
+            return _Mistake("json_array_file", line, _wrapper_text(key))
+    return None
+
+
+def _wrapper_text(key: str) -> str:
+    return (
+        f'The file is one JSON object that holds the examples in a list under "{key}" ({{span}}), not '
+        f"JSON Lines (one example object per line). Convert it with jq: jq -c '.{key}[]' data.json > "
+        "data.jsonl."
+    )
+
+
+def _pretty_mistake(line: int, start: int, head: str) -> _Mistake:
+    wrapper = _WRAPPER_KEY.match(head, start)
+    if wrapper is not None and wrapper.group(1) not in EXAMPLE_KEYS:
+        return _Mistake("json_array_file", line, _wrapper_text(wrapper.group(1)))
+    extent = ""
+    if _max_depth(head, MAX_DEPTH) <= MAX_DEPTH:
+        try:
+            _, end = _SCAN(head, start)
+        except (StopIteration, ValueError, RecursionError, OverflowError):
+            pass  # the first object goes on past the part read
+        else:
+            last = line + head.count("\n", start, end)
+            extent = f" (the first one from line {line} to line {last})"
+    return _Mistake(
+        "pretty_printed_json",
+        line,
+        "The examples are pretty-printed ({span}): each JSON object is spread over several lines"
+        f"{extent}, but JSON Lines needs each example as one object on a single line. Convert the "
+        "file with jq: jq -c . data.json > data.jsonl (in Python, write each example with "
+        "json.dumps(example), without indent=).",
+    )
+
+
+def _prompt_completion_mistake(line: int) -> _Mistake:
+    return _Mistake(
+        "prompt_completion_format",
+        line,
+        'The file uses the old OpenAI prompt/completion format ({"prompt": ..., "completion": ...} on '
+        "{span}), not the chat format this bot trains on. Convert it with jq: "
+        f"jq -c '{_PC_TO_CHAT}' data.jsonl > chat.jsonl (add a system message if you have one).",
+    )
+
+
+def _csv_mistake(line: int, first: str) -> _Mistake | None:
+    """A CSV or TSV header row: two or more delimited fields that look like column names."""
+    delimiter = "\t" if "\t" in first else "," if "," in first else ";" if ";" in first else None
+    if delimiter is None or _json_state(first)[0] == "complete":
+        return None
+    try:
+        names = [name.strip() for name in next(csv.reader([first], delimiter=delimiter))]
+    except (csv.Error, StopIteration):
+        return None
+    if not 2 <= len(names) <= 50 or not all(_COLUMN.fullmatch(name) for name in names):
+        return None
+    user = next((n for n in names if n.lower() in _INPUT_COLUMNS), names[0])
+    others = [n for n in names if n != user] or names
+    answer = next((n for n in others if n.lower() in _OUTPUT_COLUMNS), others[0])
+    kind = "TSV (tab-separated)" if delimiter == "\t" else "CSV"
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    option = {"\t": ", delimiter='\\t'", ";": ", delimiter=';'"}.get(delimiter, "")
+    return _Mistake(
+        "csv_file",
+        line,
+        f"This is a {kind} file ({{span}}; line {line} is a header row: {shown}), not JSON "
+        'Lines of chat examples. Convert each row to an example, e.g. with Python: python -c "import '
+        "csv,json,sys; [print(json.dumps({'messages': [{'role': 'user', 'content': "
+        f"r['{user}']}}, {{'role': 'assistant', 'content': r['{answer}']}}]}}, ensure_ascii=False)) "
+        f"for r in csv.DictReader(open(sys.argv[1], newline='', encoding='utf-8'){option})]\" "
+        "data.csv > data.jsonl (with the columns that hold the question and the answer).",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -793,18 +1184,60 @@ def _open_stream(stream: BinaryIO) -> tuple[bytes, Issue | None]:
 
 
 class _Errors:
-    """Errors, bounded: the first MAX_STORED_PER_CODE per code are kept; all are counted."""
+    """Errors, bounded: the first MAX_STORED_PER_CODE per code are kept; all are counted; repeats
+    of one error on many lines are tallied (MAX_ERROR_GROUPS of them, MAX_GROUPED_LINES lines each)
+    so the report can show them once."""
 
     def __init__(self) -> None:
         self.items: list[Issue] = []
         self.counts: dict[str, int] = {}
         self.bad_lines = 0
+        self.repeats: dict[tuple[str, str], list[int]] = {}  # (code, text) -> [count, first lines...]
 
     def add(self, line: int | None, code: str, message: str) -> None:
         count = self.counts.get(code, 0) + 1
         self.counts[code] = count
         if count <= MAX_STORED_PER_CODE:
             self.items.append(Issue(line, code, message))
+        if line is not None:
+            prefix = f"Line {line}: "  # what differs between repeats of one error (_without_line)
+            key = (code, message[len(prefix) :] if message.startswith(prefix) else message)
+            entry = self.repeats.get(key)
+            if entry is not None:
+                entry[0] += 1
+                if len(entry) <= MAX_GROUPED_LINES:
+                    entry.append(line)
+            elif len(self.repeats) < MAX_ERROR_GROUPS:
+                self.repeats[key] = [1, line]
+
+    def add_first(self, issue: Issue) -> None:
+        """A whole-file error that explains the file: listed before the line errors."""
+        self.items.insert(0, issue)
+        self.counts[issue.code] = self.counts.get(issue.code, 0) + 1
+
+    def absorb(self, other: _Errors) -> None:
+        """Take ``other``'s errors (set aside while a whole-file mistake was suspected) back in line
+        order, under the same bounds. ``bad_lines`` is not added: the caller counted those lines."""
+        merged = sorted(self.items + other.items, key=lambda e: (e.line is None, e.line or 0))
+        kept: dict[str, int] = {}
+        self.items = []
+        for e in merged:
+            kept[e.code] = kept.get(e.code, 0) + 1
+            if kept[e.code] <= MAX_STORED_PER_CODE:
+                self.items.append(e)
+        for code, n in other.counts.items():
+            self.counts[code] = self.counts.get(code, 0) + n
+        for key, (n, *lines) in other.repeats.items():
+            entry = self.repeats.get(key)
+            if entry is not None:
+                entry[1:] = sorted(entry[1:] + lines)[:MAX_GROUPED_LINES]
+                entry[0] += n
+            elif len(self.repeats) < MAX_ERROR_GROUPS:
+                self.repeats[key] = [n, *lines]
+
+    def grouped(self) -> dict[tuple[str, str], tuple[int, tuple[int, ...]]]:
+        """The errors seen on more than one line, for :attr:`ValidationReport.error_repeats`."""
+        return {key: (e[0], tuple(e[1:])) for key, e in self.repeats.items() if e[0] > 1}
 
 
 class _Histogram:
@@ -885,6 +1318,10 @@ def validate_stream(
     if head_issue is not None:
         errors.add(head_issue.line, head_issue.code, head_issue.message)
         return _finish_unreadable(errors, head, max_length, token_counter)
+    # A suspected whole-file mistake: the line errors it explains are set aside in `held` (bounded
+    # like all errors) until the end of the file confirms it or not.
+    mistake = _sniff_mistake(stream)
+    held = _Errors()
 
     count_text = getattr(token_counter, "count_text", None) if token_counter is not None else None
     h_messages, h_tokens, h_answer = _Histogram(), _Histogram(), _Histogram()
@@ -907,19 +1344,30 @@ def validate_stream(
     token_failures_n = 0
     total_tokens = training_tokens = 0
     examples = nonblank = 0
+    line = 0  # after the loop: the file's last line (whole-file messages say where they reach)
 
     from engine.evaluate import LABEL_MAX_DISTINCT, LABEL_MAX_WORDS, label_key
+
+    explains_all = mistake is not None and mistake.code in _STRUCTURAL
+
+    def line_errors(at: int, problems: list[tuple[str, str]], text: str | None) -> None:
+        """Record a bad line's errors, or set them aside when the suspected mistake explains them."""
+        errors.bad_lines += 1
+        sink = errors
+        if explains_all or (mistake is not None and mistake.explains(problems, text)):
+            sink = held
+            held.bad_lines += 1
+        for code, message in problems:
+            sink.add(at, code, message)
 
     for line, raw, size in _iter_raw_lines(stream, MAX_LINE_BYTES):
         if raw is None:
             nonblank += 1
-            errors.bad_lines += 1
-            errors.add(
-                line,
-                "line_too_long",
+            message = (
                 f"Line {line}: {size / 2**20:.1f} MiB long; the limit is {MAX_LINE_BYTES // 2**20} MiB "
-                "per example. Shorten the example or split it into several.",
+                "per example. Shorten the example or split it into several."
             )
+            line_errors(line, [("line_too_long", message)], None)
             continue
         if not raw or raw.isspace():
             continue
@@ -928,15 +1376,12 @@ def validate_stream(
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             _, problem = _decode(raw, line)
-            errors.bad_lines += 1
-            errors.add(line, *problem)  # type: ignore[misc]
+            line_errors(line, [problem], None)  # type: ignore[list-item]
             continue
         key_parts: list[Any] = []
         obj, problems, answer_index, answer_bytes = _parse_example(text, line, key_parts)
         if problems:
-            errors.bad_lines += 1
-            for code, message in problems:
-                errors.add(line, code, message)
+            line_errors(line, problems, text)
             continue
         messages = obj["messages"]
         examples += 1
@@ -1062,7 +1507,13 @@ def validate_stream(
     if token_counter is not None and token_failures_n:
         stats["tokens_estimated"] = "partly"
 
-    # Whole-file errors.
+    # Whole-file errors. A suspected mistake stands when it explains at least as many lines as
+    # there are usable examples; otherwise its lines' errors are listed like any others.
+    confirmed = mistake is not None and 0 < held.bad_lines >= examples
+    if mistake is not None and confirmed:
+        errors.add_first(Issue(mistake.line, mistake.code, mistake.message(held.bad_lines, nonblank, line)))
+    else:
+        errors.absorb(held)
     if nonblank == 0:
         errors.add(
             None,
@@ -1070,7 +1521,7 @@ def validate_stream(
             "The file is empty (no examples). Add one JSON example per line: "
             '{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}.',
         )
-    elif examples < MIN_EXAMPLES:
+    elif examples < MIN_EXAMPLES and not confirmed:
         errors.add(
             None,
             "too_few_examples",
@@ -1187,6 +1638,7 @@ def validate_stream(
         warnings=warnings,
         stats=stats,
         error_counts=dict(errors.counts),
+        error_repeats=errors.grouped(),
     )
 
 
@@ -1257,7 +1709,13 @@ def _finish_unreadable(
         "task": "text",
         "labels": None,
     }
-    return ValidationReport(ok=False, errors=errors.items, stats=stats, error_counts=dict(errors.counts))
+    return ValidationReport(
+        ok=False,
+        errors=errors.items,
+        stats=stats,
+        error_counts=dict(errors.counts),
+        error_repeats=errors.grouped(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

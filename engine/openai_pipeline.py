@@ -12,10 +12,17 @@ the engine's scheduler (``Scheduler.add_poller``: an APScheduler interval job, e
 job from the store and does the next step for its state, so a restart needs nothing but a new
 poller (:meth:`OpenAIPipeline.recover`, called by ``Engine.start``):
 
-1. **submit** (:meth:`OpenAIPipeline.submit`, synchronous, inside ``Engine.submit``): check the
-   base model (an OpenAI model; ``builtin:tiny`` or no choice means :data:`DEFAULT_BASE_MODEL`)
-   and that a client can be made, split the data, and estimate the cost: a ``preflight`` event
-   whose data is ``CostEstimate.to_dict()`` (plus ``tokens``/``cost_usd`` for the cards). Above
+0. **check** (:meth:`OpenAIPipeline.check`, inside ``Engine.submit`` before the job is stored;
+   what it raises refuses the job, and nothing is stored): OpenAI still creates fine-tuning jobs
+   (before ``openai_ft.FINE_TUNING_ENDS``, FTBOT_OPENAI_FINE_TUNING_ENDS), a client can be made
+   (OPENAI_API_KEY), the base model is an OpenAI model (``builtin:tiny`` or no choice means
+   :data:`DEFAULT_BASE_MODEL`) and has not retired. "Today" comes from the injected ``today``
+   (default: the engine's clock), so tests stand on either side of each date.
+1. **submit** (:meth:`OpenAIPipeline.submit`, synchronous, inside ``Engine.submit``): split the
+   data and estimate the cost: a ``preflight`` event
+   whose data is ``CostEstimate.to_dict()`` (plus ``tokens``/``cost_usd`` for the cards), led by
+   the shutdown notice while there is one (the days left to create OpenAI fine-tuning jobs, and
+   when the base model and its fine-tunes stop answering: ``openai_ft.shutdown_notice``). Above
    ``settings.openai_confirm_usd`` (or when the price is unknown) the job stays queued with
    ``result["awaiting_confirmation"]`` until ``Engine.confirm`` (the Slack button, ``--yes``).
    A problem found here fails the job and is raised to the caller.
@@ -23,7 +30,8 @@ poller (:meth:`OpenAIPipeline.recover`, called by ``Engine.start``):
 3. **baseline**: the base model zero-shot and few-shot through chat completions
    (``tuner.generate``), scored by ``engine.pipeline.measure_baseline`` (the same scoring as local
    jobs, generation injected); a ``baseline`` event; ``baseline.json`` in the job's run directory.
-4. **training**: ``tuner.start`` uploads the split and creates the remote job; the remote id is
+4. **training**: the end date is checked again (a job confirmed or dispatched late), then
+   ``tuner.start`` uploads the split and creates the remote job; the remote id is
    stored on the job the moment OpenAI answers (before the ``submitted`` event), so a restart
    follows it instead of creating a second one (``tuner.start`` also finds a job by its metadata).
    Then one ``tuner.poll`` per tick, the opaque cursor stored in ``result["openai_cursor"]``, its
@@ -67,6 +75,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,6 +171,8 @@ class OpenAIPipeline:
         engine: the engine whose store, settings, scheduler and ``openai_client`` are used.
         clock / sleep: given to the fine-tuner (file-processing waits, retries with backoff).
         monotonic: the time source of poll backoff.
+        today: the calendar day (UTC) that OpenAI's shutdown dates are compared with; default:
+            the day of the engine's clock.
     """
 
     def __init__(
@@ -171,11 +182,13 @@ class OpenAIPipeline:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        today: Callable[[], date] | None = None,
     ) -> None:
         self.engine = engine
         self._clock = clock
         self._sleep = sleep
         self._monotonic = monotonic
+        self._today = today
         self._tuner: OpenAIFineTuner | None = None
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
@@ -192,12 +205,18 @@ class OpenAIPipeline:
     def install(cls, engine: Any, **kwargs: Any) -> OpenAIPipeline:
         """Create a pipeline for ``engine`` and register it (``backend_runners["openai"]``,
         ``ask_remote``, ``engine.openai``). Called by ``Engine.__init__``; tests call it again
-        to inject a clock and sleep."""
+        to inject a clock, a sleep and the day."""
         pipeline = cls(engine, **kwargs)
         engine.openai = pipeline
         engine.ask_remote = pipeline.ask
-        engine.backend_runners[BACKEND] = lambda _engine, job: pipeline.submit(job)
+        engine.backend_runners[BACKEND] = _Runner(pipeline)
         return pipeline
+
+    def today(self) -> date:
+        """The calendar day (UTC) the shutdown dates are compared with."""
+        if self._today is not None:
+            return self._today()
+        return self.engine.clock().astimezone(UTC).date()
 
     # ----- collaborators
 
@@ -230,6 +249,33 @@ class OpenAIPipeline:
 
     # ----- submit / confirm / cancel (called by the Engine)
 
+    def check(self, job: Job) -> None:
+        """Refuse a job OpenAI cannot run, before ``Engine.submit`` stores it (see the module
+        docstring, step 0). Cheap: no request to OpenAI, no data read.
+
+        Raises:
+            BackendUnavailable: OpenAI creates no fine-tuning jobs any more (from the end date),
+                there is no API key, or the base model has retired.
+            UsageError: the base model is not an OpenAI model.
+        """
+        from engine.backends import openai_ft
+
+        today = self.today()
+        openai_ft.check_fine_tuning_open(today, self.settings)
+        self.tuner()  # BackendUnavailable without OPENAI_API_KEY
+        base_model = self.base_model_for(job)
+        openai_ft.check_base_model(base_model)
+        openai_ft.check_not_retired(base_model, today, self.settings)
+
+    @staticmethod
+    def base_model_for(job: Job) -> str:
+        """The OpenAI model a job fine-tunes: the user's choice, else the engine's default when
+        it is an OpenAI model, else :data:`DEFAULT_BASE_MODEL`."""
+        from engine.config import TrainConfig
+
+        chosen = "base_model" in TrainConfig.from_dict(job.config).user_set
+        return job.base_model if chosen or is_openai_model(job.base_model) else DEFAULT_BASE_MODEL
+
     def submit(self, job: Job) -> None:
         """Check the job, estimate its cost, and start following it. A problem fails the job and
         is raised (the Engine's caller shows it)."""
@@ -246,7 +292,7 @@ class OpenAIPipeline:
 
         config = TrainConfig.from_dict(job.config)
         ctx = self._context(job.id)
-        if "base_model" not in config.user_set and not is_openai_model(job.base_model):
+        if self.base_model_for(job) != job.base_model:
             ctx.store.save_job(replace(ctx.job, base_model=DEFAULT_BASE_MODEL))
             ctx.emit(
                 "log",
@@ -267,6 +313,7 @@ class OpenAIPipeline:
         estimate = tuner.estimate(data.train, job.base_model, epochs=config.n_epochs)
         confirmed = bool(job.result.get("confirmed"))
         waiting = estimate.confirmation_required and not confirmed
+        notice = openai_ft.shutdown_notice(job.base_model, self.today(), self.settings)
         details = {
             **estimate.to_dict(),
             "backend": BACKEND,
@@ -274,8 +321,11 @@ class OpenAIPipeline:
             "cost_usd": estimate.usd,
             "confirmation_required": waiting,
             "confirmed": confirmed,
+            **self._shutdown_dates(job.base_model),
         }
-        ctx.emit("preflight", estimate.message, data=details)
+        # The shutdown notice leads: it decides whether this job is worth starting at all.
+        message = f"{notice} {estimate.message}" if notice else estimate.message
+        ctx.emit("preflight", message, data=details)
         ctx.record(cost_estimate=estimate.to_dict(), awaiting_confirmation=waiting)
         if waiting:
             cost = "an unknown amount" if estimate.usd is None else f"about ${estimate.usd:,.2f}"
@@ -285,6 +335,20 @@ class OpenAIPipeline:
                 f"Slack, type /confirm {job.id} in `ftbot chat`, or run `ftbot run` with --yes.",
                 data={"code": "awaiting_confirmation", "usd": estimate.usd},
             )
+
+    def _shutdown_dates(self, base_model: str) -> dict[str, Any]:
+        """The pre-flight's dates: when OpenAI stops creating fine-tuning jobs and when this base
+        model retires (ISO dates), with the days left from today."""
+        from engine.backends import openai_ft
+
+        today = self.today()
+        ends = openai_ft.fine_tuning_end(self.settings)
+        retires = openai_ft.retirement_date(base_model, self.settings.openai_retirements)
+        return {
+            "openai_fine_tuning_ends": ends.isoformat(),
+            "openai_fine_tuning_days_left": max(0, (ends - today).days),
+            "base_model_retires": retires.isoformat() if retires else None,
+        }
 
     def confirmed(self, job_id: str) -> None:
         """A waiting job was confirmed: start it now rather than at the next tick."""
@@ -641,7 +705,12 @@ class OpenAIPipeline:
         )
 
     def _start_remote(self, ctx: JobContext, data: EvalData) -> None:
+        from engine.backends import openai_ft
+
         job = ctx.job
+        # A job checked before the end date may reach this step after it (a late confirmation, a
+        # long baseline): fail it in plain words rather than upload files OpenAI will not train on.
+        openai_ft.check_fine_tuning_open(self.today(), self.settings)
         config = self._config(ctx)
         train_path = _write_jsonl(ctx.dir / "openai-train.jsonl", data.train)
         eval_path = _write_jsonl(ctx.dir / "openai-eval.jsonl", data.eval)
@@ -811,15 +880,20 @@ class OpenAIPipeline:
         models are asked at once, each within the limit, so the whole call takes about the limit
         at most (``Engine.ask``'s callers wait the limit + 30 s).
 
+        A model whose base model has retired (on or after its date in ``openai_ft.RETIREMENTS``
+        or FTBOT_OPENAI_RETIREMENTS) is not asked: OpenAI would only answer with an error.
+
         Raises:
+            BackendUnavailable: the model's base model has retired (the message says since when).
             GenerationError: a model sent nothing within the time limit.
             RemoteError: OpenAI refused or failed before any text came (after retries that fit
                 in the time limit)."""
         from engine.backends.local_serving import Answer, cut_note
-        from engine.backends.openai_ft import estimate_tokens
+        from engine.backends.openai_ft import check_not_retired, estimate_tokens
 
         if record.kind != BACKEND:
             raise BackendUnavailable(f"Model {record.id} is not an OpenAI model.")
+        check_not_retired(record.remote_name or record.base_model or record.id, self.today(), self.settings)
         messages: list[dict[str, Any]] = []
         if record.system_prompt:
             messages.append({"role": "system", "content": record.system_prompt})
@@ -863,6 +937,21 @@ class OpenAIPipeline:
             tuned_f = pool.submit(one, record.remote_name or record.id, record.id)
             base_f = pool.submit(one, record.base_model, f"base:{record.base_model}")
             return base_f.result(), tuned_f.result()
+
+
+class _Runner:
+    """``engine.backend_runners["openai"]``: calling it starts following a stored job
+    (:meth:`OpenAIPipeline.submit`); ``check`` refuses a job before it is stored
+    (:meth:`OpenAIPipeline.check`; ``Engine.submit`` calls a runner's ``check`` when it has one)."""
+
+    def __init__(self, pipeline: OpenAIPipeline) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, engine: Any, job: Job) -> None:
+        self.pipeline.submit(job)
+
+    def check(self, engine: Any, job: Job) -> None:
+        self.pipeline.check(job)
 
 
 def _write_jsonl(path: Path, examples: Sequence[Sequence[Mapping[str, Any]]]) -> Path:

@@ -35,7 +35,7 @@ from engine.errors import (
     PermissionDenied,
     UsageError,
 )
-from engine.jobs import Job, JobState, new_job_id
+from engine.jobs import ACTIVE_STATES, Job, JobState, new_job_id
 from engine.progress import ProgressEvent, ProgressSink, utcnow
 from engine.scheduler import Dispatcher, Launcher, Scheduler
 from engine.settings import BUILTIN_SMOLLM2, BUILTIN_TINY, Settings
@@ -103,6 +103,7 @@ class Engine:
         self.openai = OpenAIPipeline.install(self)
         self._server: Any = None
         self._server_lock = threading.Lock()
+        self._submit_lock = threading.Lock()  # see submit: the per-person limit's count + insert
         self._start_hooks: list[Callable[[], None]] = []
         self._stop_hooks: list[Callable[[], None]] = []
 
@@ -235,11 +236,14 @@ class Engine:
     def dataset(self, dataset_hash: str, *, team: str | None = None) -> DatasetRecord:
         return self.store.get_dataset(dataset_hash, team=team)
 
-    def dataset_by_source(self, source_id: str, *, team: str) -> DatasetRecord | None:
+    def dataset_by_source(
+        self, source_id: str, *, team: str, channel: str | None = None
+    ) -> DatasetRecord | None:
         """The team's latest dataset stored from ``source_id`` (e.g. a Slack file id), usable or
         not, or None: a repeated delivery of an upload, or ``/finetune F0123ABC``, finds it even
-        after a restart."""
-        return self.store.dataset_by_source(source_id, team=team)
+        after a restart. With ``channel``, only the record of that channel: a file shared into
+        several channels is stored once (content-addressed) with one record per channel."""
+        return self.store.dataset_by_source(source_id, team=team, channel=channel)
 
     def latest_dataset(self, team: str, channel: str) -> DatasetRecord | None:
         """The channel's latest usable dataset, or None."""
@@ -258,14 +262,30 @@ class Engine:
         reply_to: Mapping[str, Any] | None = None,
         eval_dataset_hash: str | None = None,
         confirmed: bool = False,
+        is_admin: bool = False,
     ) -> Job:
-        """Queue a fine-tuning job. Checks everything that can be checked without a GPU first.
+        """Queue a fine-tuning job. Checks everything that can be checked without a GPU first; a
+        refused job is never stored.
+
+        Who may do what is decided here, so Slack, the console and the CLI share one rule.
+        ``is_admin`` is True for FTBOT_ADMINS in Slack and for the local operator (``ftbot run``,
+        ``ftbot chat``: whoever runs the process already controls FTBOT_HOME and the settings),
+        False for everyone else and by default. Someone who is not an admin may choose only the
+        base models of :meth:`allowed_base_models` and may have at most
+        ``settings.max_queued_per_user`` jobs not finished yet (FTBOT_MAX_QUEUED_PER_USER).
+
+        A backend runner (:attr:`backend_runners`) that has a ``check(engine, job)`` method is
+        asked first, with the job not stored yet: what it raises refuses the job.
 
         Raises:
             ConfigError: bad options (every problem listed, with what is accepted).
             DatasetNotFound: no such dataset in this team.
             DatasetError: the dataset (or eval file) is not usable; ``report`` says why.
-            BackendUnavailable: the backend cannot run here (e.g. no OpenAI key).
+            PermissionDenied: a base model this person may not choose (the message lists those
+                allowed), or as many unfinished jobs as the limit (it names them and how to cancel).
+            UsageError: a chosen base model that names a local path which is not a model directory.
+            BackendUnavailable: the backend cannot run here (e.g. no OpenAI key, OpenAI no longer
+                creates fine-tuning jobs, a retired OpenAI base model).
         """
         from engine.config import parse_options
 
@@ -277,10 +297,8 @@ class Engine:
         eval_record = (
             self._usable_dataset(eval_dataset_hash, scope, "eval file") if eval_dataset_hash else None
         )
-        if (
-            config.backend not in self.dispatcher.local_backends
-            and config.backend not in self.backend_runners
-        ):
+        runner = self.backend_runners.get(config.backend)
+        if config.backend not in self.dispatcher.local_backends and runner is None:
             raise BackendUnavailable(
                 f"The {config.backend} backend is not available in this installation.",
                 hint="Use backend=local.",
@@ -301,22 +319,134 @@ class Engine:
             reply_to=dict(reply_to or {}),
             result={"dataset_name": record.name, **({"confirmed": True} if confirmed else {})},
         )
-        ahead = len([j for j in self.store.queued_jobs() if not j.result.get("awaiting_confirmation")])
-        running = bool(
-            self.store.jobs(
-                states=(JobState.VALIDATING, JobState.BASELINE, JobState.TRAINING, JobState.EVALUATING),
-                limit=1,
-            )
+        check = getattr(runner, "check", None)
+        if check is not None:  # e.g. OpenAI: no key, fine-tuning closed, a retired base model
+            check(self, job)
+        if "base_model" in config.user_set:
+            self._check_base_model(config.backend, base_model, is_admin=is_admin)
+        # One submission at a time counts and stores: a burst of requests from one person (Slack's
+        # listeners run in parallel) cannot slip past the limit between the count and the insert.
+        with self._submit_lock:
+            if not is_admin:
+                self._check_unfinished_jobs(owner, team)
+            ahead = len([j for j in self.store.queued_jobs() if not j.result.get("awaiting_confirmation")])
+            running = bool(self.store.jobs(states=tuple(ACTIVE_STATES), limit=1))
+            where = "next in line" if not ahead and not running else f"position {ahead + 1} in the queue"
+            what = f"fine-tune {describe_base_model(base_model)} on {record.name}"
+            self.store.add_job(job, message=f"Queued ({where}): {what}.")
+        self.store.audit(
+            owner, "job.submit", job.id, {"dataset": record.hash, "options": options, "admin": is_admin}
         )
-        where = "next in line" if not ahead and not running else f"position {ahead + 1} in the queue"
-        self.store.add_job(
-            job, message=f"Queued ({where}): fine-tune {describe_base_model(base_model)} on {record.name}."
-        )
-        self.store.audit(owner, "job.submit", job.id, {"dataset": record.hash, "options": options})
-        runner = self.backend_runners.get(job.backend)
         if runner is not None:
             runner(self, job)
         return self.store.get_job(job.id)
+
+    def allowed_base_models(self, backend: str = "local") -> tuple[str, ...]:
+        """The base models someone who is not an admin may choose for ``backend`` (admins and the
+        local operator may choose any).
+
+        FTBOT_BASE_MODELS when set: its OpenAI names (``gpt-...``) for backend=openai, the others
+        for the local backend. Unset: FTBOT_BASE_MODEL and the builtin models for the local
+        backend; for OpenAI the model families of the price table (``openai_ft``, plus
+        FTBOT_OPENAI_PRICES) that have not retired today. An OpenAI family (``gpt-4o-mini``)
+        allows each of its dated snapshots (``gpt-4o-mini-2024-07-18``), never a fine-tune
+        (``ft:...``). The default base model of the backend is always allowed: it is what a job
+        gets without ``base=``.
+        """
+        from engine.openai_pipeline import is_openai_model
+
+        configured = self.settings.base_models
+        if backend == OPENAI:
+            if configured:
+                names = [m for m in configured if is_openai_model(m)]
+            else:
+                names = self._openai_price_families()
+            return tuple(dict.fromkeys([self._default_base_model(backend), *names]))
+        names = (
+            [m for m in configured if not is_openai_model(m)]
+            if configured
+            else [self.settings.base_model, BUILTIN_SMOLLM2, BUILTIN_TINY]
+        )
+        return tuple(dict.fromkeys([self.settings.base_model, *names]))
+
+    def _default_base_model(self, backend: str) -> str:
+        """What a job of ``backend`` fine-tunes when nobody chose a base model."""
+        from engine.openai_pipeline import DEFAULT_BASE_MODEL, is_openai_model
+
+        if backend == OPENAI and not is_openai_model(self.settings.base_model):
+            return DEFAULT_BASE_MODEL
+        return self.settings.base_model
+
+    def _openai_price_families(self) -> list[str]:
+        """The OpenAI model families with a known training price, without those retired today."""
+        from engine.backends import openai_ft
+        from engine.openai_pipeline import is_openai_model
+
+        today = self.openai.today()
+        names = sorted(
+            {*openai_ft.TRAINING_PRICES_USD_PER_1M, *self.settings.openai_training_prices}, key=str.lower
+        )
+        return [
+            name
+            for name in names
+            if is_openai_model(name)
+            and not name.startswith("ft:")
+            and not (
+                (retired := openai_ft.retirement_date(name, self.settings.openai_retirements))
+                and today >= retired
+            )
+        ]
+
+    def _check_base_model(self, backend: str, name: str, *, is_admin: bool) -> None:
+        """A base model the user chose: one of :meth:`allowed_base_models` unless ``is_admin``; a
+        local path must be a model directory (for everyone: a clear message now rather than the
+        loader's own error text later, in the job's thread).
+
+        Raises:
+            PermissionDenied: not allowed; the message lists what is.
+            UsageError: a path that is not a model directory.
+        """
+        allowed = self.allowed_base_models(backend)
+        if not is_admin and not _is_allowed(name, allowed, openai=backend == OPENAI):
+            shown = name if len(name) <= 80 else name[:79] + "…"
+            snapshots = " (each also as a dated snapshot, e.g. gpt-4o-mini-2024-07-18)"
+            if backend != OPENAI:
+                snapshots = ""
+            raise PermissionDenied(
+                f"You cannot fine-tune the base model {shown!r} here: it is not one of the base models "
+                f"this bot lets everyone choose for backend={backend}.",
+                hint=f"Choose one of: {', '.join(allowed)}{snapshots}, or leave base= out for the default "
+                f"({self._default_base_model(backend)}). Only an admin (FTBOT_ADMINS) may use another "
+                "model, and can allow more for everyone with FTBOT_BASE_MODELS.",
+            )
+        if backend != OPENAI and _looks_like_path(name) and not _is_model_directory(name):
+            raise UsageError(
+                f"The base model {name!r} names a path, but there is no model directory there "
+                "(a directory with a config.json, as `save_pretrained` writes it).",
+                hint="Give the directory of a saved model, a Hugging Face id, or a builtin model "
+                "(builtin:smollm2, builtin:tiny).",
+            )
+
+    def _check_unfinished_jobs(self, owner: str, team: str) -> None:
+        """At most ``settings.max_queued_per_user`` jobs of ``owner`` (in ``team``) not finished
+        yet: queued (waiting for a confirmation too), validating, baseline, training, evaluating.
+
+        Raises:
+            PermissionDenied: the limit is reached; the message names the jobs and how to cancel.
+        """
+        limit = self.settings.max_queued_per_user
+        if limit <= 0:
+            return
+        active = self.store.jobs(states=UNFINISHED_STATES, owner=owner, team=team, limit=limit + 20)
+        if len(active) < limit:
+            return
+        states = ", ".join(f"{j.id} ({j.state.value})" for j in active)
+        raise PermissionDenied(
+            f"You already have {len(active)} fine-tuning job{'s' if len(active) != 1 else ''} queued or "
+            f"running: {states}. The limit is {limit} per person (FTBOT_MAX_QUEUED_PER_USER).",
+            hint="Wait for one to finish, or cancel one: `/finetune cancel JOB` in Slack, `/cancel JOB` "
+            "in `ftbot chat` (`/finetune list` shows your jobs).",
+        )
 
     def _usable_dataset(self, dataset_hash: str, team: str | None, what: str) -> DatasetRecord:
         record = self.store.get_dataset(dataset_hash, team=team)
@@ -672,6 +802,36 @@ class Engine:
                 "(FTBOT_ASK_MAX_NEW_TOKENS, set by the bot's admin).",
             )
         return float(temperature), int(max_tokens)
+
+
+OPENAI = "openai"  # the OpenAI backend's name (engine.openai_pipeline.BACKEND)
+#: Job states of a job not finished yet (FTBOT_MAX_QUEUED_PER_USER counts these).
+UNFINISHED_STATES = tuple(s for s in JobState if not s.is_final)
+
+
+def _is_allowed(name: str, allowed: tuple[str, ...], *, openai: bool) -> bool:
+    """Whether ``name`` is in ``allowed``; for OpenAI, a dated snapshot of an allowed family is
+    too (``gpt-4o-mini-2024-07-18`` under ``gpt-4o-mini``), but never a fine-tune (``ft:...``)."""
+    if name in allowed:
+        return True
+    if not openai or name.startswith("ft:"):
+        return False
+    from engine.backends.openai_ft import model_family
+
+    return model_family(name) in allowed
+
+
+def _looks_like_path(name: str) -> bool:
+    """A local path rather than a Hugging Face id (``org/name``) or a builtin model name."""
+    return name.startswith(("/", ".", "~")) or "\\" in name
+
+
+def _is_model_directory(name: str) -> bool:
+    """Whether ``name`` is a directory holding a saved model (its ``config.json``)."""
+    try:
+        return (Path(name).expanduser() / "config.json").is_file()
+    except OSError:
+        return False
 
 
 #: ``ask(model=BASE_MODEL_ID)`` answers with the base model itself (``/ask model=base``);

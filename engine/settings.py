@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from engine.errors import UsageError
@@ -31,6 +32,18 @@ class Settings:
     openai_confirm_usd: float = 5.0
     # Overrides of the built-in price table: model name -> USD per 1M training tokens.
     openai_training_prices: Mapping[str, float] = field(default_factory=dict)
+    # Overrides of OpenAI's dated shutdown table (engine/backends/openai_ft.py): the day from which
+    # no organisation can create fine-tuning jobs (None: the table's), and model (family or
+    # snapshot) -> the day it and its fine-tunes stop answering.
+    openai_fine_tuning_ends: date | None = None
+    openai_retirements: Mapping[str, date] = field(default_factory=dict)
+    # The base models people who are not admins may choose (FTBOT_BASE_MODELS); empty: the default
+    # list, FTBOT_BASE_MODEL, the builtin models and the OpenAI models of the price table
+    # (Engine.allowed_base_models). Admins and the local operator (CLI, console) may use any.
+    base_models: tuple[str, ...] = ()
+    # Jobs not finished yet (queued or running) one person may have at a time; 0 = no limit.
+    # Admins and the local operator are exempt.
+    max_queued_per_user: int = 3
     # /ask model cache: how many bases and adapters stay loaded (least recently used goes first).
     serve_max_bases: int = 1
     serve_max_adapters: int = 8
@@ -105,13 +118,53 @@ class Settings:
                 return None
             return value
 
+        def whole(name: str, default: int, *, minimum: int = 0) -> int:
+            """A whole number of at least ``minimum``; ``default`` when unset or empty."""
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                problems.append(f"{name}={raw!r} is not a whole number")
+                return default
+            if value < minimum:
+                problems.append(f"{name} must be at least {minimum}")
+                return default
+            return value
+
+        def read_date(name: str, raw: str) -> date | None:
+            """``raw`` (YYYY-MM-DD) as a date; None when it is not one (a problem)."""
+            try:
+                return date.fromisoformat(raw.strip())
+            except ValueError:
+                problems.append(f"{name}: {raw.strip()!r} is not a date such as 2027-01-06")
+                return None
+
+        def entries(name: str) -> list[str]:
+            return [e for e in (p.strip() for p in env.get(name, "").split(",")) if e]
+
         prices: dict[str, float] = {}
-        for item in filter(None, (p.strip() for p in env.get("FTBOT_OPENAI_PRICES", "").split(","))):
+        for item in entries("FTBOT_OPENAI_PRICES"):
             model, _, price = item.partition("=")
             try:
                 prices[model.strip()] = float(price)
             except ValueError:
                 problems.append(f"FTBOT_OPENAI_PRICES entry {item!r} is not model=USD_per_1M_tokens")
+
+        retirements: dict[str, date] = {}
+        for item in entries("FTBOT_OPENAI_RETIREMENTS"):
+            model, sep, day = item.partition("=")
+            if not sep or not model.strip():
+                problems.append(f"FTBOT_OPENAI_RETIREMENTS entry {item!r} is not model=YYYY-MM-DD")
+                continue
+            parsed = read_date("FTBOT_OPENAI_RETIREMENTS", day)
+            if parsed is not None:
+                retirements[model.strip()] = parsed
+        raw_ends = env.get("FTBOT_OPENAI_FINE_TUNING_ENDS", "").strip()
+        ends = read_date("FTBOT_OPENAI_FINE_TUNING_ENDS", raw_ends) if raw_ends else None
+        # Order kept, repeats dropped: the list is shown to users who choose a model.
+        base_models = tuple(dict.fromkeys(entries("FTBOT_BASE_MODELS")))
 
         settings = cls(
             home=Path(env.get("FTBOT_HOME", "").strip() or ".ftbot").expanduser(),
@@ -121,6 +174,10 @@ class Settings:
             openai_poll_seconds=number("FTBOT_OPENAI_POLL_SECONDS", 30.0, minimum=0.01),
             openai_confirm_usd=number("FTBOT_OPENAI_CONFIRM_USD", 5.0),
             openai_training_prices=prices,
+            openai_fine_tuning_ends=ends,
+            openai_retirements=retirements,
+            base_models=base_models,
+            max_queued_per_user=whole("FTBOT_MAX_QUEUED_PER_USER", 3),
             serve_max_bases=int(number("FTBOT_SERVE_MAX_BASES", 1, minimum=1)),
             serve_max_adapters=int(number("FTBOT_SERVE_MAX_ADAPTERS", 8, minimum=1)),
             serve_max_memory_mb=optional_positive("FTBOT_SERVE_MAX_MEMORY_MB"),

@@ -751,14 +751,18 @@ class Store:
             )
         return _row_to_dataset(rows[0])
 
-    def dataset_by_source(self, source_id: str, *, team: str) -> DatasetRecord | None:
-        """The latest upload of ``team`` recorded with ``source_id`` (usable or not), or None."""
+    def dataset_by_source(
+        self, source_id: str, *, team: str, channel: str | None = None
+    ) -> DatasetRecord | None:
+        """The latest upload of ``team`` recorded with ``source_id`` (usable or not), or None;
+        with ``channel``, only an upload recorded in that channel (one file shared into several
+        channels has a record in each)."""
         if not source_id:
             return None
-        rows = self._query(
-            "select * from datasets where team = ? and source_id = ? order by id desc limit 1",
-            [team, source_id],
-        )
+        sql, params = "select * from datasets where team = ? and source_id = ? ", [team, source_id]
+        if channel is not None:
+            sql, params = sql + "and channel = ? ", [*params, channel]
+        rows = self._query(sql + "order by id desc limit 1", params)
         return _row_to_dataset(rows[0]) if rows else None
 
     def latest_dataset(self, team: str, channel: str, *, usable_only: bool = True) -> DatasetRecord | None:

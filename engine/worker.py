@@ -64,11 +64,13 @@ from engine.pipeline import (
 )
 from engine.progress import format_duration, utcnow
 from engine.scheduler import (
+    EXIT_STORAGE_FULL,
     OOM_HINT,
     adapter_dir,
     checkpoints_dir,
     latest_checkpoint,
     remove_partial_files,
+    storage_problem,
 )
 from engine.settings import Settings
 from engine.store import ModelRecord, Store
@@ -435,8 +437,10 @@ def run_local(ctx: JobContext) -> None:
 BACKEND = "local"
 
 
-def _fail(ctx: JobContext, message: str, hint: str | None) -> None:
-    with contextlib.suppress(InvalidTransition, JobNotFound):
+def _fail(ctx: JobContext, message: str, hint: str | None) -> bool:
+    """Mark the job failed. False when the database refused (a full disk); never raises: the
+    worker's exit code then tells the parent (:data:`~engine.scheduler.EXIT_STORAGE_FULL`)."""
+    try:
         ctx.store.transition(
             ctx.job_id,
             JobState.FAILED,
@@ -444,6 +448,44 @@ def _fail(ctx: JobContext, message: str, hint: str | None) -> None:
             message=message,
             data={"hint": hint} if hint else None,
         )
+    except (InvalidTransition, JobNotFound):
+        pass
+    except Exception as exc:  # sqlite3.OperationalError "database or disk is full"
+        _say(f"could not record that job {ctx.job_id} failed: {exc}")
+        return False
+    return True
+
+
+def _say(text: str) -> None:
+    """A line in the worker's log, which may sit on the full disk itself: best effort."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
+
+
+def _fail_for_storage(ctx: JobContext, exc: BaseException, state: str) -> int | None:
+    """When ``exc`` was FTBOT_HOME's storage (a full disk, a file over the size limit), fail the
+    job with that message and return the exit code; None when it was something else.
+
+    The job's partial files (the half-written checkpoint, earlier checkpoints, the adapter) go
+    first: the job cannot go on without room anyway, and the space they free is often what lets
+    the database record the failure. The message gives the free space when the write failed."""
+    problem = storage_problem(exc, ctx.settings.home, state=state)
+    if problem is None:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        traceback.print_exc()
+    remove_partial_files(ctx.settings, ctx.job_id)
+    message, hint = problem
+    _say(f"job {ctx.job_id} failed: {message} {hint}")
+    return 1 if _fail(ctx, message, hint) else EXIT_STORAGE_FULL
+
+
+def _current_state(ctx: JobContext, default: str) -> str:
+    """The job's state now (``default`` when the database cannot say)."""
+    try:
+        return ctx.job.state.value
+    except Exception:
+        return default
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -456,9 +498,15 @@ def _is_oom(exc: BaseException) -> bool:
 def run(ctx: JobContext, pipeline: Callable[[JobContext], None] | None = None) -> int:
     """Run the job's pipeline to a final state. Returns the process exit code (0 unless it failed).
 
+    A failure to write because FTBOT_HOME's disk is full (ENOSPC, or EFBIG past the file size
+    limit: :func:`~engine.scheduler.storage_problem`) fails the job with that message, never
+    leaves it active; when even that cannot be written, the exit code is
+    :data:`~engine.scheduler.EXIT_STORAGE_FULL` and the parent says it.
+
     ``pipeline`` (default :func:`run_local`, for ``local`` jobs only) is what runs the steps; tests
     pass their own to see how failures and cancels end the job."""
     job = ctx.job
+    state = job.state.value
     if job.is_final:
         return 0
     if job.state is JobState.QUEUED:  # started by hand, not by the scheduler
@@ -480,15 +528,17 @@ def run(ctx: JobContext, pipeline: Callable[[JobContext], None] | None = None) -
     except FtbotError as exc:
         if not ctx.should_stop():
             log.info("job %s failed: %s", ctx.job_id, exc)
-            _fail(ctx, exc.message, exc.hint)
-            return 1
+            return 1 if _fail(ctx, exc.message, exc.hint) else EXIT_STORAGE_FULL
     except BaseException as exc:
+        state = _current_state(ctx, state)
         if ctx.should_stop() and not isinstance(exc, KeyboardInterrupt):
             pass  # stopping may break things half way; the job is cancelled anyway
+        elif (code := _fail_for_storage(ctx, exc, state)) is not None:
+            return code
         else:
             traceback.print_exc()
             if _is_oom(exc):
-                _fail(ctx, f"Ran out of memory while the job was {ctx.job.state.value}.", OOM_HINT)
+                _fail(ctx, f"Ran out of memory while the job was {state}.", OOM_HINT)
             else:
                 _fail(
                     ctx,
@@ -529,7 +579,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"No job {args.job_id} in {settings.db_path}", file=sys.stderr)
         return 2
     finally:
-        store.close()
+        with contextlib.suppress(Exception):  # closing checkpoints the WAL: a full disk may refuse
+            store.close()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ from tests.fakes.slack_requests import CHANNEL, FORM, TEAM, bot_env, command_bod
 CAP = 12  # FTBOT_ASK_MAX_NEW_TOKENS in these tests: the admin's cap and the default
 PROMPT = "price of a laptop?"
 OPENAI_BASE = "gpt-4o-mini-2024-07-18"
+FAR_RETIREMENT = {"gpt-4o-mini": date(2099, 12, 31)}
+FAR_ENV = "gpt-4o-mini=2099-12-31"
 FT_MODEL = f"ft:{OPENAI_BASE}:org-fake:ftbot:abc123"
 LONG = "alpha beta gamma delta epsilon zeta eta theta"  # 8 fake tokens (words)
 CONSOLE_TEAM = LOCAL_TEAM  # bot.console.Console's workspace: the CLI's local one
@@ -238,7 +240,11 @@ def test_slack_ask_bad_values_are_refused_privately_at_once(capped: Settings, sl
 @pytest.fixture
 def oa_settings(capped: Settings, fake: FakeOpenAI) -> Settings:
     fake.add_model(FT_MODEL)
-    return replace(capped, openai_api_key="test", openai_base_url=fake.url + "/v1")
+    # gpt-4o-mini retires on 2027-01-14 (engine/backends/openai_ft.py): these tests are about /ask's
+    # options, not the calendar, so the base stays alive whatever day they run.
+    return replace(
+        capped, openai_api_key="test", openai_base_url=fake.url + "/v1", openai_retirements=FAR_RETIREMENT
+    )
 
 
 @pytest.fixture
@@ -338,7 +344,9 @@ def test_openai_answers_show_the_cut_in_slack_console_and_cli(
 
     # `ftbot ask` on the local workspace (team ""), through OPENAI_API_KEY / OPENAI_BASE_URL.
     _register(h.engine, "oa-cli", kind="openai", base_model=OPENAI_BASE, remote_name=FT_MODEL)
-    env = _cli_env(oa_settings, OPENAI_API_KEY="test", OPENAI_BASE_URL=fake.url + "/v1")
+    env = _cli_env(
+        oa_settings, OPENAI_API_KEY="test", OPENAI_BASE_URL=fake.url + "/v1", FTBOT_OPENAI_RETIREMENTS=FAR_ENV
+    )
     runner = CliRunner()
     result = runner.invoke(
         cli, ["ask", "--model", "oa-cli", "--max-tokens", "5", "--temperature", "1", "--json", "hi"], env=env

@@ -194,3 +194,29 @@ def test_parse_never_fails_with_anything_but_config_error(options: dict[str, str
         assert err.problems
     else:
         assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion", "backend"),
+    [
+        ("epoch", "epochs", "local"),
+        ("epocs", "epochs", "local"),
+        ("lerning_rate", "learning_rate", "local"),
+        ("dropuot", "dropout", "local"),
+        ("epoch", "epochs", "openai"),
+        ("lr_multipler", "lr_multiplier", "openai"),
+    ],
+)
+def test_an_unknown_option_close_to_a_known_one_gets_did_you_mean(
+    key: str, suggestion: str, backend: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_options({key: "3"}, backend=backend)
+    assert caught.value.problems == [(key, f"unknown option; did you mean {suggestion}=?")]
+    assert f"{key}: unknown option; did you mean {suggestion}=?" in str(caught.value)
+
+
+def test_an_unknown_option_like_no_known_one_gets_no_suggestion() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_options({"colour": "red"})
+    assert caught.value.problems == [("colour", "unknown option")]

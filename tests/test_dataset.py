@@ -240,6 +240,81 @@ def test_single_line_rules(line: str, code: str, needle: str) -> None:
     assert needle.replace('\\"', '"') in report.errors[0].message
 
 
+@pytest.mark.parametrize(
+    ("line", "code", "needle"),
+    [
+        ('{"role": "assistent", "content": "x"}', "unknown_role", 'Did you mean "assistant"?'),
+        ('{"role": "sytem", "content": "x"}', "unknown_role", 'Did you mean "system"?'),
+        ('{"role": "usr", "content": "x"}', "unknown_role", 'Did you mean "user"?'),
+        ('{"role": "User", "content": "x"}', "unknown_role", 'Did you mean "user"?'),
+        ('{"role": "human", "content": "x"}', "unknown_role", 'Did you mean "user"?'),
+        (
+            '{"role": "user", "contnet": "x"}',
+            "invalid_content",
+            '(it has "contnet": did you mean "content"?)',
+        ),
+        ('{"rol": "user", "content": "x"}', "missing_role", '(it has "rol": did you mean "role"?)'),
+        ('{"from": "user", "content": "x"}', "missing_role", '(it has "from": did you mean "role"?)'),
+        ('{"role": "robot", "content": "x"}', "unknown_role", "Use one of those (lower case)."),
+    ],
+)
+def test_a_typo_in_a_role_or_key_gets_did_you_mean(line: str, code: str, needle: str) -> None:
+    example = '{"messages": [' + line + ', {"role": "assistant", "content": "y"}]}'
+    report = validate_bytes(jsonl(good_lines(10)) + example.encode() + b"\n")
+    assert codes(report) == [(11, code)], report.to_text()
+    assert needle in report.errors[0].message, report.errors[0].message
+
+
+def test_a_typo_in_the_assistant_content_key_gets_did_you_mean() -> None:
+    example = '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "Content": "y"}]}'
+    report = validate_bytes(jsonl(good_lines(10)) + example.encode() + b"\n")
+    assert codes(report) == [(11, "empty_answer")]
+    assert '(it has "Content": did you mean "content"?)' in report.errors[0].message
+
+
+@pytest.mark.parametrize("key", ["mesages", "Messages", "message", "conversations"])
+def test_a_typo_in_the_messages_key_gets_did_you_mean(key: str) -> None:
+    example = json.dumps({key: chat("hi", "ho")["messages"]})
+    report = validate_bytes(jsonl(good_lines(10)) + example.encode() + b"\n")
+    assert codes(report) == [(11, "missing_messages")]
+    assert f'(it has "{key}": did you mean "messages"?)' in report.errors[0].message
+
+
+def test_a_long_unknown_role_gets_no_suggestion_and_no_slowdown() -> None:
+    example = json.dumps({"messages": [{"role": "assistent" * 100_000, "content": "x"}]})
+    report = validate_bytes(jsonl(good_lines(10)) + example.encode() + b"\n")
+    assert codes(report) == [(11, "unknown_role")] and "Did you mean" not in report.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        (
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}],}',
+            "Line 11: not valid JSON: a trailing comma before '}' at column 88: JSON does not allow it; "
+            "remove the comma.",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}, ]}',
+            "a trailing comma before ']' at column 87",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x",}]}',
+            "a trailing comma before '}' at column 86",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]},',
+            "a comma after the example at column 89",
+        ),
+    ],
+)
+def test_a_trailing_comma_is_named_as_such(line: str, needle: str) -> None:
+    report = validate_bytes(jsonl(good_lines(10)) + line.encode() + b"\n")
+    assert codes(report) == [(11, "not_json")]
+    assert needle in report.errors[0].message, report.errors[0].message
+    assert "remove the comma" in report.errors[0].message
+
+
 def test_weight_zero_and_one_are_fine_and_float_equivalents_too() -> None:
     lines = good_lines(10)
     lines[0]["messages"][-1]["weight"] = 0
@@ -257,7 +332,8 @@ def test_a_line_reports_at_most_a_few_errors() -> None:
 
 
 def test_errors_are_capped_per_code_but_counted() -> None:
-    data = jsonl(good_lines(10)) + b"not json\n" * 1000
+    # 1000 different not_json errors (the column differs on every line): 50 listed, the rest counted.
+    data = jsonl(good_lines(10)) + b"".join(b'{"messages": ' + b" " * i + b"x}\n" for i in range(1000))
     report = validate_bytes(data)
     assert len(report.errors) == MAX_STORED_PER_CODE
     assert report.error_counts == {"not_json": 1000}
@@ -266,6 +342,33 @@ def test_errors_are_capped_per_code_but_counted() -> None:
     summary = out["errors"][-1]
     assert summary["line"] is None and summary["code"] == "not_json" and "950 more" in summary["message"]
     assert report.stats["invalid_lines"] == 1000
+
+
+def test_the_same_error_on_many_lines_is_shown_once_with_its_lines() -> None:
+    # Issue 12: 1000 identical lines gave 50 identical messages and "950 more".
+    data = jsonl(good_lines(10)) + b"not json\n" * 1000
+    report = validate_bytes(data)
+    assert len(report.errors) == MAX_STORED_PER_CODE  # one stored entry per line, as before
+    assert report.error_counts == {"not_json": 1000} and report.stats["invalid_lines"] == 1000
+    (shown,) = report.to_dict()["errors"]
+    assert shown["line"] == 11 and shown["code"] == "not_json"
+    assert shown["message"].startswith(
+        "Lines 11, 12, 13, 14, 15, 16, 17, 18, 19, 20 and 990 more (1000 lines): not valid JSON"
+    )
+    text = report.to_text()
+    assert "1000 error(s)" in text and text.count("not valid JSON") == 1
+
+
+def test_repeats_are_grouped_by_message_and_others_stay_apart() -> None:
+    role = '{"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}'
+    lines = [json.dumps(x) for x in good_lines(10)] + [role, "not json", role, "not json", "{}", role]
+    report = validate_bytes("\n".join(lines).encode())
+    shown = [(e["line"], e["code"], e["message"].split(":")[0]) for e in report.to_dict()["errors"]]
+    assert shown == [
+        (11, "unknown_role", "Lines 11, 13, 16"),
+        (12, "not_json", "Lines 12, 14"),
+        (15, "missing_messages", "Line 15"),
+    ]
 
 
 def test_not_utf8_names_the_byte() -> None:

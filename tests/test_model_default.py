@@ -13,7 +13,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -420,7 +420,13 @@ def test_an_old_database_keeps_its_defaults_and_finds_the_promoted_model(tmp_pat
 @pytest.fixture
 def oa_engine(settings: Settings, fake: FakeOpenAI) -> Iterator[Engine]:
     """An engine whose models are OpenAI fine-tunes on the fake server: answers without torch."""
-    oa_settings = replace(settings, openai_api_key="test", openai_base_url=fake.url + "/v1")
+    oa_settings = replace(
+        settings,
+        openai_api_key="test",
+        openai_base_url=fake.url + "/v1",
+        # gpt-4o-mini retires on 2027-01-14: this is about the channel's choice, not the calendar.
+        openai_retirements={"gpt-4o-mini": date(2099, 12, 31)},
+    )
     fake.answer = lambda model, messages: f"answered by {model}"
     with Engine(oa_settings, openai_client=fake.client()) as eng:
         for name in ("oa-1", "oa-2"):

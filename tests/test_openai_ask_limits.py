@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -43,8 +43,13 @@ TIME_NOTE = "Answer cut at the 1-second time limit."
 def oa_settings(settings: Settings, fake: FakeOpenAI) -> Settings:
     fake.add_model(FT)
     fake.answer = lambda model, messages: ANSWER
+    # gpt-4o-mini retires on 2027-01-14: these tests are about time limits, not the calendar.
     return replace(
-        settings, ask_timeout_seconds=LIMIT, openai_api_key="test", openai_base_url=fake.url + "/v1"
+        settings,
+        ask_timeout_seconds=LIMIT,
+        openai_api_key="test",
+        openai_base_url=fake.url + "/v1",
+        openai_retirements={"gpt-4o-mini": date(2099, 12, 31)},
     )
 
 
@@ -255,6 +260,7 @@ def test_ftbot_ask_shows_the_time_note(oa_settings: Settings, fake: FakeOpenAI) 
         "FTBOT_ASK_TIMEOUT_SECONDS": str(LIMIT),
         "OPENAI_API_KEY": "test",
         "OPENAI_BASE_URL": fake.url + "/v1",
+        "FTBOT_OPENAI_RETIREMENTS": "gpt-4o-mini=2099-12-31",
     }
     runner = CliRunner()
     started = time.monotonic()

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ BASE = "gpt-4o-mini-2024-07-18"
 ITEMS = ["laptop", "phone", "camera", "speaker", "watch", "monitor", "keyboard", "lamp", "tablet", "router"]
 SYSTEM = "Estimate the price in USD. Answer with a number only."
 WRONG = "I am not sure, maybe 1000."
+# The day these tests stand on (OpenAI still creates fine-tuning jobs; see tests/test_openai_dates.py
+# for either side of each shutdown date), so they do not depend on the calendar.
+TODAY = date(2026, 12, 4)
 
 
 def write_dataset(path: Path, n: int = 60) -> dict[str, str]:
@@ -82,7 +86,7 @@ class Engines:
     def __call__(self, settings: Settings, *, client: bool = True) -> Engine:
         openai_client = self.fake.client() if client else None
         engine = Engine(settings, openai_client=openai_client, scheduler_interval=0.05, throttle_seconds=0.0)
-        OpenAIPipeline.install(engine, clock=self.ftime.clock, sleep=self.ftime.sleep)
+        OpenAIPipeline.install(engine, clock=self.ftime.clock, sleep=self.ftime.sleep, today=lambda: TODAY)
         self.made.append(engine)
         return engine
 
@@ -371,18 +375,19 @@ def test_confirmation_above_the_threshold(
     assert creates(fake) == 1
 
 
-def test_submit_problems_fail_the_job_and_say_what_to_do(
+def test_submit_problems_are_refused_before_any_job_and_say_what_to_do(
     engines: Engines, oa_settings: Settings, truth: dict[str, str], tmp_path: Path
 ) -> None:
     no_key = engines(replace(oa_settings, openai_api_key=None), client=False)
-    with pytest.raises(BackendUnavailable, match="OPENAI_API_KEY"):
+    with pytest.raises(BackendUnavailable, match="OPENAI_API_KEY") as refused:
         submit(no_key, tmp_path)
-    (job,) = no_key.jobs()
-    assert job.state is JobState.FAILED and "No OpenAI API key" in job.error
+    assert "No OpenAI API key" in str(refused.value) and "backend=local" in str(refused.value)
+    assert no_key.jobs() == []  # refused at submit: no job to fail later
 
     engine = engines(replace(oa_settings, home=oa_settings.home / "other"))
     with pytest.raises(UsageError, match="not an OpenAI model"):
         submit(engine, tmp_path, base_model="builtin:tiny")
+    assert engine.jobs() == []
     # No base model chosen: the default OpenAI model, said so.
     job = submit(engine, tmp_path, backend="openai", base_model=BASE)
     record = engine.add_dataset(tmp_path / "prices.jsonl", team="T1", channel="C1")

@@ -74,3 +74,40 @@ def test_a_number_setting_must_be_finite(raw: str) -> None:
     with pytest.raises(UsageError) as info:
         Settings.from_env({"FTBOT_ASK_TIMEOUT_SECONDS": raw})
     assert f"FTBOT_ASK_TIMEOUT_SECONDS={raw!r} is not a finite number" in str(info.value)
+
+
+def test_issue_12_settings_are_read_and_bad_values_named() -> None:
+    from datetime import date
+
+    s = Settings.from_env(
+        {
+            "FTBOT_BASE_MODELS": " builtin:tiny, Qwen/Qwen2.5-0.5B-Instruct,,builtin:tiny , gpt-4o-mini",
+            "FTBOT_MAX_QUEUED_PER_USER": "5",
+            "FTBOT_OPENAI_FINE_TUNING_ENDS": "2027-03-01",
+            "FTBOT_OPENAI_RETIREMENTS": "gpt-4o=2027-02-01, gpt-4.1-mini-2025-04-14=2027-01-20",
+        }
+    )
+    assert s.base_models == ("builtin:tiny", "Qwen/Qwen2.5-0.5B-Instruct", "gpt-4o-mini")
+    assert s.max_queued_per_user == 5
+    assert s.openai_fine_tuning_ends == date(2027, 3, 1)
+    assert s.openai_retirements == {"gpt-4o": date(2027, 2, 1), "gpt-4.1-mini-2025-04-14": date(2027, 1, 20)}
+    defaults = Settings.from_env({})
+    assert defaults.base_models == () and defaults.max_queued_per_user == 3
+    assert defaults.openai_fine_tuning_ends is None and defaults.openai_retirements == {}
+    assert Settings.from_env({"FTBOT_MAX_QUEUED_PER_USER": "0"}).max_queued_per_user == 0  # no limit
+
+    with pytest.raises(UsageError) as info:
+        Settings.from_env(
+            {
+                "FTBOT_MAX_QUEUED_PER_USER": "2.5",
+                "FTBOT_OPENAI_FINE_TUNING_ENDS": "early 2027",
+                "FTBOT_OPENAI_RETIREMENTS": "gpt-4o, gpt-4.1=soon",
+            }
+        )
+    message = str(info.value)
+    assert "FTBOT_MAX_QUEUED_PER_USER='2.5' is not a whole number" in message
+    assert "FTBOT_OPENAI_FINE_TUNING_ENDS: 'early 2027' is not a date such as 2027-01-06" in message
+    assert "FTBOT_OPENAI_RETIREMENTS entry 'gpt-4o' is not model=YYYY-MM-DD" in message
+    assert "FTBOT_OPENAI_RETIREMENTS: 'soon' is not a date" in message
+    with pytest.raises(UsageError, match="FTBOT_MAX_QUEUED_PER_USER must be at least 0"):
+        Settings.from_env({"FTBOT_MAX_QUEUED_PER_USER": "-1"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from bot.slack import blocks
@@ -257,3 +258,115 @@ def test_shares_read_as_percentages_and_counts_as_counts() -> None:
     text = blocks.baseline(data).blocks[0]["text"]["text"]
     assert "25%" in text and "50%" in text and "0%" in text and "28" in text
     assert "0.25" not in text
+
+
+# ----- escaping: nothing the bot did not write can ping or link -------------------------------
+
+HOSTILE = "<!channel> <!here> <@U0EVE001> <#C0OTHER1> <https://evil.example|click> & co"
+# Markup the bot did not write: special mentions, links, channels, and any user but the owner.
+_RAW = re.compile(r"<(?:!|#|https?:|mailto:|@(?!U0USER01>))")
+
+
+def _mrkdwn(message: blocks.Message) -> list[str]:
+    """The fallback text and every mrkdwn text of ``message`` (what Slack parses for markup;
+    plain_text, e.g. a header, is shown as it is)."""
+    found = [message.text]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "mrkdwn":
+                found.append(node["text"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(message.blocks)
+    return found
+
+
+def _raw_markup(message: blocks.Message) -> list[str]:
+    return [text for text in _mrkdwn(message) if _RAW.search(text)]
+
+
+def test_ask_answer_escapes_model_output_in_its_text_and_blocks() -> None:
+    answer = {
+        "text": f"Sure! {HOSTILE}",
+        "model": "ft-<!here>",
+        "base_model": "builtin:tiny",
+        "note": HOSTILE,
+    }
+    message = blocks.ask_answer(answer, prompt=HOSTILE, user="U0USER01")
+    assert _raw_markup(message) == []
+    assert "Sure! &lt;!channel&gt; &lt;!here&gt;" in message.text and "&amp; co" in message.text
+    assert "<@U0USER01> asked" in json.dumps(message.blocks)  # the bot's own mention of the asker
+    pair = blocks.ask_answer(
+        ({"text": HOSTILE, "model": "base:x", "base_model": HOSTILE, "note": HOSTILE}, answer), prompt=HOSTILE
+    )
+    assert _raw_markup(pair) == []
+    # An asker that is not a Slack user id is text, not a mention.
+    assert "@&lt;!channel&gt; asked" in json.dumps(
+        blocks.ask_answer(answer, prompt="q", user="<!channel>").blocks
+    )
+
+
+def test_every_message_escapes_what_the_bot_did_not_write() -> None:
+    failed = _job(JobState.FAILED, error=HOSTILE, base_model=HOSTILE, model_id=HOSTILE)
+    report = {
+        "ok": False,
+        "errors": [{"line": 1, "message": HOSTILE}],
+        "warnings": [{"message": HOSTILE, "lines": [2]}],
+        "stats": {"examples": 0, "task": HOSTILE},
+    }
+    evaluation = {
+        "task": HOSTILE,
+        "metric": HOSTILE,
+        "baseline": {"zero_shot": {HOSTILE: 1.0}},
+        "finetuned": {HOSTILE: 2.0},
+        "guess": {"answer": HOSTILE, "metrics": {HOSTILE: 0.5}},
+        "verdict": HOSTILE,
+        "verdict_text": HOSTILE,
+        "flags": [HOSTILE],
+        "flips": {
+            "fixed": [{"prompt": HOSTILE, "reference": HOSTILE, "baseline": HOSTILE, "finetuned": HOSTILE}],
+            "rule": HOSTILE,
+        },
+    }
+    messages = {
+        "validation_report": blocks.validation_report(report, name=HOSTILE),
+        "job_card failed": blocks.job_card(failed, dataset_name=HOSTILE),
+        "job_card progress": blocks.job_card(_job(), blocks.JobProgress(state=HOSTILE, message=HOSTILE)),
+        "jobs_list": blocks.jobs_list([failed]),
+        "preflight": blocks.preflight(
+            {"examples": 3, "notes": [HOSTILE], "plan": {"recipe": HOSTILE}}, HOSTILE
+        ),
+        "confirm_cost": blocks.confirm_cost("ft-1", 12.5, HOSTILE),
+        "alert": blocks.alert(HOSTILE, "flat_loss"),
+        "notice": blocks.notice(HOSTILE),
+        "eval_table": blocks.eval_table(evaluation),
+        "verdict": blocks.verdict(evaluation),
+        "flips": blocks.flips(evaluation),
+        "final_summary failed": blocks.final_summary(failed),
+        "final_summary succeeded": blocks.final_summary(
+            _job(JobState.SUCCEEDED, model_id=HOSTILE), evaluation, promoted=True
+        ),
+        "error": blocks.error(HOSTILE),
+    }
+    for name, message in messages.items():
+        assert message is not None and _raw_markup(message) == [], name
+        assert "&lt;!channel&gt;" in " ".join(_mrkdwn(message)), name  # shown, escaped
+
+
+def test_only_mentions_the_bot_builds_from_slack_ids_survive() -> None:
+    card = blocks.job_card(_job(owner="U0USER01"))
+    assert "Started by <@U0USER01>" in json.dumps(card.blocks)
+    assert "<@" not in json.dumps(blocks.job_card(_job(owner="<!channel>")).blocks)
+    assert "by @you" in blocks.to_plain(blocks.jobs_list([_job(owner="you")]))  # the console's user
+    # A promotion alert names who chose the channel's model (the engine builds that mention from a
+    # Slack id); anything else in it is escaped, in the text as in the blocks.
+    promotion = blocks.alert(f"kept because <@U0OTHER1> chose it; {HOSTILE}", "promotion")
+    for text in _mrkdwn(promotion):
+        assert "<@U0OTHER1>" in text and "<!" not in text and "<http" not in text and "<#" not in text
+    # A warning may quote anything (an OpenAI event message): no mention survives there.
+    assert "<@" not in " ".join(_mrkdwn(blocks.alert("<@U0OTHER1> broke it", "flat_loss")))

@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from bot.slack.files import DownloadError, check_file_meta, download, is_allowed, safe_filename
+from bot.slack.files import (
+    DownloadError,
+    check_file_meta,
+    display_name,
+    download,
+    is_allowed,
+    is_dataset_name,
+    is_slack_file_id,
+    safe_filename,
+)
 from tests.fakes.slack_api import FakeSlack
 
 DATA = b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "1"}]}\n' * 10
@@ -101,3 +110,39 @@ def test_safe_filename() -> None:
     assert safe_filename("..\\x\\data set.jsonl", "F1") == "data set.jsonl"
     assert safe_filename("", "F1.jsonl") == "F1.jsonl"
     assert safe_filename("a;rm -rf.jsonl", "F") == "a_rm -rf.jsonl"
+
+
+def test_safe_filename_keeps_the_extension_of_long_and_odd_names() -> None:
+    long = "x" * 150 + ".jsonl"
+    assert safe_filename(long, "F1.jsonl") == "x" * 94 + ".jsonl"  # cut in the stem: 100 in all
+    assert safe_filename("....jsonl", "F1.jsonl") == "F1.jsonl"  # nothing left of the stem
+    assert safe_filename(".hidden.JSONL", "F1.jsonl") == "hidden.JSONL"
+    assert safe_filename("<!here> & co.jsonl", "F1.jsonl") == "__here_ _ co.jsonl"
+    assert safe_filename("naïve données.jsonl", "F1.jsonl") == "naïve données.jsonl"
+
+
+def test_a_dataset_is_known_by_its_own_names_extension() -> None:
+    assert is_dataset_name("x" * 300 + ".jsonl") and is_dataset_name("....jsonl")
+    assert is_dataset_name("DATA.JSONL") and is_dataset_name("dir/../a b.jsonl ")
+    assert not is_dataset_name("data.jsonl.png") and not is_dataset_name("data.json")
+    assert not is_dataset_name("a.jsonl/x") and not is_dataset_name("") and not is_dataset_name(None)
+
+
+def test_only_slack_shaped_file_ids_are_accepted() -> None:
+    assert is_slack_file_id("F0123ABCDEF") and is_slack_file_id("F" * 64)
+    for bad in ("", "../F1", "f0123", "F01 23", "F01/23", "F0\n", "F" * 65, None, 123):
+        assert not is_slack_file_id(bad), bad
+
+
+def test_display_name_removes_control_characters_and_caps_length() -> None:
+    assert display_name("a\u202eb\nc\x00.jsonl") == "a b c .jsonl"
+    shown = display_name("y" * 500 + ".jsonl")
+    assert len(shown) == 200 and shown.endswith("…")
+    assert display_name("<!here>.jsonl") == "<!here>.jsonl"  # escaping is the message's job
+
+
+def test_a_link_urllib_cannot_send_is_a_download_error(slack: FakeSlack, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="could not download") as info:
+        _download(slack, {"url_private_download": slack.url + "/files-pri/T-F1/a b.jsonl"}, tmp_path / "x")
+    assert "files-pri" not in str(info.value)
+    assert not (tmp_path / "x").exists()

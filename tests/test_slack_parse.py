@@ -89,3 +89,26 @@ def test_ask_options_without_a_question() -> None:
         parse_ask("compare")
     with pytest.raises(ParseError, match="model="):
         parse_ask("model= hello")
+
+
+@pytest.mark.parametrize(
+    ("text", "meant"),
+    [
+        ("stauts", "/finetune status"),
+        ("lsit", "/finetune list"),
+        ("cancle ft-1a2b3c4d", "/finetune cancel ft-1a2b3c4d"),
+        ("modles", "/finetune models"),
+        ("hlep", "/finetune help"),
+    ],
+)
+def test_a_misspelt_subcommand_gets_did_you_mean(text: str, meant: str) -> None:
+    with pytest.raises(ParseError) as info:
+        parse_finetune(text)
+    message = str(info.value)
+    assert f"`{text.split()[0]}` is not a /finetune subcommand: did you mean `{meant}`?" in message
+    assert "Usage" in message
+
+
+@pytest.mark.parametrize("text", ["prices.jsonl", "F0123ABC", "deadbeefcafe", "latest", "myfile epochs=2"])
+def test_dataset_names_are_not_taken_for_misspelt_subcommands(text: str) -> None:
+    assert isinstance(parse_finetune(text), FinetuneRequest)

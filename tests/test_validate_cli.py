@@ -128,3 +128,32 @@ def test_python_dash_m_bot_validate() -> None:
     )
     assert out.returncode == 1
     assert json.loads(out.stdout)["errors"][0]["code"] == "binary_file"
+
+
+def test_a_json_array_file_is_one_error_in_the_json_contract(tmp_path: Path) -> None:
+    # Issue 12: a JSON array of 500 examples gave thousands of line errors.
+    example = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps([example] * 500, indent=2))
+    exit_code, out, _ = run("--json", str(path))
+    assert exit_code == 1
+    obj = json.loads(out)
+    assert set(obj) == {"ok", "errors", "warnings", "stats"} and obj["ok"] is False
+    (error,) = obj["errors"]
+    assert set(error) == {"line", "code", "message"}
+    assert error["line"] == 1 and error["code"] == "json_array_file" and "jq -c '.[]'" in error["message"]
+    code, text, _ = run(str(path))
+    assert code == 1 and "NOT usable - 1 error(s)" in text
+
+
+def test_the_same_error_on_many_lines_is_printed_once(tmp_path: Path) -> None:
+    good = (DATA / "good_labels.jsonl").read_text()
+    path = tmp_path / "data.jsonl"
+    path.write_text(good + '{"messages": [{"role": "assistent", "content": "x"}]}\n' * 60)
+    code, out, _ = run(str(path))
+    assert code == 1 and "NOT usable - 60 error(s)" in out
+    assert out.count("assistent") == 1 and 'Did you mean "assistant"?' in out
+    assert "Lines 121, 122, 123, 124, 125, 126, 127, 128, 129, 130 and 50 more (60 lines)" in out
+    code, out, _ = run("--json", str(path))
+    (error,) = json.loads(out)["errors"]
+    assert code == 1 and error["line"] == 121 and error["code"] == "unknown_role"

@@ -4,6 +4,8 @@
 foreground, shows progress on stderr, and ends with the result: a readable summary, or with
 ``--json`` one JSON object on stdout (DESIGN.md's contract). Exit code 0 when the job succeeded
 (whatever the verdict), 1 otherwise (bad options, unusable data, failure, cancel with Ctrl-C).
+A local job waits in the queue while another local job holds the host (engine.scheduler.HostLock:
+one at a time across ``ftbot run``, ``serve`` and ``chat``); the waiting line says which one.
 
 Jobs started here belong to the local workspace (``LOCAL_TEAM`` / ``LOCAL_CHANNEL``), which is
 also where the ``ftbot chat`` console works and where ``ftbot ask`` and ``ftbot models`` look.
@@ -217,7 +219,9 @@ def run(
     """Validate FILE, measure the baseline, fine-tune, evaluate: the whole pipeline, headless.
 
     Progress goes to stderr; the result to stdout. Exit code 0 when the job succeeded (whatever
-    the verdict), 1 otherwise.
+    the verdict), 1 otherwise. One local job trains on a host at a time: while another one runs
+    (another ftbot run, the bot or the console on the same FTBOT_HOME), this one waits in the
+    queue, says which job it waits for, and starts when that one ends.
 
     Example:
 
@@ -268,6 +272,7 @@ def run(
             channel=LOCAL_CHANNEL,
             eval_dataset_hash=eval_hash,
             confirmed=yes,
+            is_admin=True,  # the local operator: any base model, no limit on unfinished jobs
         )
         click.echo(f"Job {job.id} ({job.backend} backend).", err=True)
         job = engine.run_job(job.id, progress)

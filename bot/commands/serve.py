@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import hashlib
+import hmac
+import io
 import json
 import logging
+import re
 import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 import click
 
@@ -47,8 +53,147 @@ SOCKET_OPEN_SECONDS = 10.0
 ROTATION_WAIT_SECONDS = 5.0
 
 
+# ---------------------------------------------------------------------------------------------
+# The HTTP intake. Bolt's WSGI adapter reads a request's whole body (any size) before it checks
+# the signature, and wsgiref's sockets have no timeout: four unsigned 250 MB POSTs took the bot
+# from 120 to 1,331 MiB, and 800 idle connections held 800 threads. So the server below reads and
+# checks every request itself, within fixed bounds, and hands Bolt only what Slack signed.
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    """The bounds of ``ftbot serve --http`` (the defaults are what ``serve`` uses).
+
+    - ``max_body_bytes``: a request body may be this big (its Content-Length is checked before a
+      byte of it is read). Slack's requests are kilobytes: a slash command about 1 KB, an event
+      a few KB, a button click carries its message (at most 50 blocks of 3,000 characters, about
+      150 KB). 1 MiB leaves room for the biggest and bounds what a request can cost.
+    - ``max_header_bytes``: the request line and headers together (http.client alone would take
+      100 lines of 64 KiB each, 6.4 MB, per connection).
+    - ``read_seconds``: the whole request (line, headers, body) must arrive within this, counted
+      from the connection; a client that sends nothing or trickles is cut then. Slack sends its
+      request at once and gives up on the answer after 3 s.
+    - ``write_seconds``: a send that makes no progress for this long ends the connection.
+    - ``max_connections``: connections handled at once, each on its own thread. One more is
+      answered ``503`` (``Retry-After: 1``) at once and closed, never queued: an attacker's idle
+      connections can delay Slack's requests by at most ``read_seconds`` each, and threads stay
+      bounded. Slack retries an event it could not deliver.
+    """
+
+    max_body_bytes: int = 1 << 20
+    max_header_bytes: int = 64 << 10
+    read_seconds: float = 5.0
+    write_seconds: float = 10.0
+    max_connections: int = 64
+
+
+# Slack's rule: a request whose timestamp is more than five minutes from now is refused (a replay).
+SIGNATURE_MAX_AGE_SECONDS = 300
+# After refusing a request whose body is still arriving, read (and drop) at most this much, for at
+# most this long, before closing: a client still sending then gets our answer, not a reset.
+LINGER_BYTES = 256 << 10
+LINGER_SECONDS = 1.0
+# Refused requests are logged at most once per this many seconds (a flood must not flood the log).
+REFUSAL_LOG_SECONDS = 60.0
+
+
+def slack_signature_problem(
+    secret: str, timestamp: str | None, signature: str | None, body: bytes, *, now: float
+) -> str | None:
+    """Why a request is not Slack's (None when it is): Slack's v0 signature, the HMAC-SHA256 of
+    ``v0:{timestamp}:{body}`` with the signing secret, over the body's exact bytes, and a
+    timestamp (whole seconds, ASCII digits) within :data:`SIGNATURE_MAX_AGE_SECONDS` of ``now``.
+    Never raises, whatever the headers hold."""
+    if not timestamp or not signature:
+        return "no X-Slack-Request-Timestamp or X-Slack-Signature header"
+    if not re.fullmatch(r"[0-9]{1,12}", timestamp):
+        return "X-Slack-Request-Timestamp is not a number of seconds"
+    if abs(now - int(timestamp)) > SIGNATURE_MAX_AGE_SECONDS:
+        return "X-Slack-Request-Timestamp is more than five minutes from now"
+    digest = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256)
+    if not hmac.compare_digest(f"v0={digest.hexdigest()}".encode(), signature.encode(errors="replace")):
+        return "the signature does not match SLACK_SIGNING_SECRET"
+    return None
+
+
+def _body_problem(body: bytes, content_type: str | None) -> str | None:
+    """Why Bolt could not parse a (signed) body, None when it can: Bolt raises (a 500 and a
+    traceback) on a body that is not UTF-8, not JSON where JSON is expected, or not an object."""
+    from slack_bolt.request.internals import parse_body
+
+    try:
+        parsed = parse_body(body.decode("utf-8"), (content_type or "").split(";")[0] or None)
+    except ValueError:  # UnicodeDecodeError and json.JSONDecodeError included
+        return "the body cannot be parsed"
+    return None if isinstance(parsed, dict) else "the body is not an object"
+
+
+class _RefusalLog:
+    """Counts refused requests by reason and logs the counts, without a traceback, at most once
+    per ``every`` seconds: the first refusal at once (a wrong SLACK_SIGNING_SECRET shows at the
+    first request), a flood as one line a minute."""
+
+    def __init__(
+        self, every: float = REFUSAL_LOG_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._every, self._clock = every, clock
+        self._counts: dict[str, int] = {}
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def note(self, status: int, reason: str) -> None:
+        now = self._clock()
+        with self._lock:
+            key = f"{status} ({reason})"
+            self._counts[key] = self._counts.get(key, 0) + 1
+            if self._last is not None and now - self._last < self._every:
+                return
+            counts, self._counts, self._last = self._counts, {}, now
+        hint = " (if Slack's own requests get 401, check SLACK_SIGNING_SECRET)" if status == 401 else ""
+        log.warning(
+            "Refused HTTP request(s)%s: %s", hint, "; ".join(f"{n} x {key}" for key, n in counts.items())
+        )
+
+
+class _RequestTooBig(Exception):
+    """The request line and headers went past ``IntakeLimits.max_header_bytes``."""
+
+
+class _BoundedReader(io.RawIOBase):
+    """The reading side of one connection: every read ends by ``deadline`` (``time.monotonic()``;
+    TimeoutError after it) and no more than ``budget`` bytes are read in all (_RequestTooBig past
+    it; :meth:`allow` raises the budget for a body of known size). Between reads the socket keeps
+    the ``idle`` timeout, which bounds each send of the answer."""
+
+    def __init__(self, sock: socket.socket, *, deadline: float, budget: int, idle: float) -> None:
+        self._sock, self.deadline, self.budget, self._idle = sock, deadline, budget, idle
+
+    def readable(self) -> bool:
+        return True
+
+    def allow(self, extra: int) -> None:
+        self.budget += extra
+
+    def readinto(self, buffer: Any) -> int:
+        if self.budget <= 0:
+            raise _RequestTooBig
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)
+        try:
+            n = self._sock.recv_into(memoryview(buffer)[: self.budget])
+        finally:
+            self._sock.settimeout(self._idle)
+        self.budget -= n
+        return n
+
+
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    """One thread per request, so a slow request never delays another's ack."""
+    """One thread per connection, so a slow request never delays another's ack; at most
+    ``limits.max_connections`` at once (one more gets 503 at once, see :class:`IntakeLimits`).
+    Its handler (:class:`_QuietHandler`) reads ``limits``, ``signing_secret``, ``clock`` (what
+    request timestamps are compared with) and ``refusals`` (the refusal log) from it."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -56,30 +201,254 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     # once) would be refused at the socket before any thread sees it.
     request_queue_size = 128
 
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler_class: type[WSGIRequestHandler],
+        *,
+        limits: IntakeLimits,
+        signing_secret: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.limits, self.signing_secret, self.clock = limits, signing_secret, clock
+        self.refusals = _RefusalLog()
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        super().__init__(address, handler_class)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refusals.note(503, f"more than {self.limits.max_connections} connections at once")
+            _answer_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback to stderr; a connection that failed is not news, a bug is.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("connection from %s ended: %s", client_address, exc)
+        else:
+            log.error("HTTP request from %s failed", client_address, exc_info=exc)
+
+
+def _plain_response(status: int, text: str, *headers: str) -> bytes:
+    """A whole HTTP response that closes the connection: ``status``, ``headers`` and ``text``."""
+    phrase = HTTPStatus(status).phrase
+    body = f"{text}\n".encode()
+    head = [
+        f"HTTP/1.1 {status} {phrase}",
+        *headers,
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+_BUSY = _plain_response(503, "Too many connections at once; try again.", "Retry-After: 1")
+
+
+def _answer_busy(request: socket.socket) -> None:
+    """503 on the accepting thread, which must never wait: a non-blocking send of a few bytes to
+    a fresh connection (its send buffer is empty), then a non-blocking read of what the request
+    already delivered (up to 64 KiB), so that closing sends the client an end, not a reset that
+    could overtake our answer. A client that is gone is simply closed."""
+    with contextlib.suppress(OSError):
+        request.setblocking(False)
+        request.send(_BUSY)
+        sink = bytearray(16384)
+        for _ in range(4):  # BlockingIOError (an OSError) ends it as soon as nothing is waiting
+            if not request.recv_into(sink):
+                break
+
 
 class _QuietHandler(WSGIRequestHandler):
+    """One connection, one request: read the request line and headers, refuse what is not a POST
+    to ``/slack/events`` with a Content-Length within bounds, read the body, refuse what Slack did
+    not sign (401) or Bolt could not parse (400), and only then run the app on the body. Refusals
+    are answered without reading (more of) the body and logged by :class:`_RefusalLog`, never
+    with a traceback; a client too slow or too talkative is cut (408, 431)."""
+
+    server: _ThreadingWSGIServer
+
     def log_message(self, format: str, *args: Any) -> None:  # requests are logged by Bolt at debug
         log.debug("%s - %s", self.address_string(), format % args)
 
+    def setup(self) -> None:
+        limits = self.server.limits
+        self.timeout = limits.write_seconds  # StreamRequestHandler sets it on the socket
+        super().setup()
+        self.reader = _BoundedReader(
+            self.connection,
+            deadline=time.monotonic() + limits.read_seconds,
+            budget=limits.max_header_bytes,
+            idle=limits.write_seconds,
+        )
+        self.rfile = io.BufferedReader(self.reader)
+        self.linger = False  # set by a refusal while the client may still be sending
 
-def make_http_server(app: Any, host: str, port: int) -> WSGIServer:
+    def handle(self) -> None:
+        try:
+            self._handle()
+        except TimeoutError:
+            seconds = self.server.limits.read_seconds
+            self._refuse(408, f"the request did not arrive within {seconds:g} s", quiet=True, linger=False)
+        except _RequestTooBig:
+            self._refuse(431, "request headers too large")
+        except OSError as exc:  # the client went away
+            log.debug("connection from %s ended: %s", self.client_address, exc)
+
+    def finish(self) -> None:
+        if self.linger:
+            self._linger()
+        super().finish()
+
+    def _handle(self) -> None:
+        self.raw_requestline = self.rfile.readline(65537)
+        if not self.raw_requestline:
+            return  # connected and closed without a word
+        if len(self.raw_requestline) > 65536 or not self.parse_request():
+            self.linger = True  # parse_request answered (400, 414, ...) itself
+            return
+        if self.path.split("?", 1)[0] != EVENTS_PATH:
+            self._refuse(404, f"not found: only POST {EVENTS_PATH} is served", quiet=True)
+            return
+        if self.command != "POST":
+            self._refuse(405, f"{EVENTS_PATH} takes POST only", quiet=True)
+            return
+        length = self._content_length()
+        if length is None:
+            return
+        self.reader.allow(length)
+        body = self.rfile.read(length)
+        if len(body) < length:
+            self._refuse(400, "the body is shorter than its Content-Length", quiet=True)
+            return
+        if self._refused_unsigned(body):
+            return
+        self._run_app(body)
+
+    def _content_length(self) -> int | None:
+        """The body's length from the headers, or None after refusing the request: 411 without a
+        Content-Length (or with a Transfer-Encoding: chunked bodies are not taken), 400 for one
+        that is not a number, 413 above ``max_body_bytes``; all before reading the body."""
+        values = self.headers.get_all("Content-Length") or []
+        if self.headers.get("Transfer-Encoding") or not values:
+            self._refuse(411, "a Content-Length is required")
+            return None
+        if len(set(values)) != 1 or not re.fullmatch(r"[0-9]{1,15}", values[0].strip()):
+            self._refuse(400, "the Content-Length is not a number")
+            return None
+        length = int(values[0])
+        if length > self.server.limits.max_body_bytes:
+            self._refuse(413, f"the body is over {self.server.limits.max_body_bytes} bytes")
+            return None
+        return length
+
+    def _refused_unsigned(self, body: bytes) -> bool:
+        """Refuse (and say True) a body Slack did not sign (401) or Bolt could not parse (400)."""
+        problem = slack_signature_problem(
+            self.server.signing_secret,
+            self.headers.get("X-Slack-Request-Timestamp"),
+            self.headers.get("X-Slack-Signature"),
+            body,
+            now=self.server.clock(),
+        )
+        if problem:
+            self._refuse(401, problem, linger=False)  # the body was read: nothing more to come
+            return True
+        problem = _body_problem(body, self.headers.get("Content-Type"))
+        if problem:
+            self._refuse(400, problem, linger=False)
+            return True
+        return False
+
+    def _run_app(self, body: bytes) -> None:
+        """Run the WSGI app (Bolt) on the request, its body already read and checked."""
+        environ = self.get_environ()
+        environ["CONTENT_LENGTH"] = str(len(body))
+        handler = ServerHandler(io.BytesIO(body), self.wfile, self.get_stderr(), environ, multithread=True)
+        handler.request_handler = self  # type: ignore[attr-defined]  # what wsgiref's handle() sets
+        handler.run(self.server.get_app())
+
+    def _refuse(self, status: int, reason: str, *, quiet: bool = False, linger: bool = True) -> None:
+        """Answer ``status`` with a short plain text and close; note it in the refusal log
+        (``quiet``: at debug only, for what is no sign of a problem or an attack). ``linger``:
+        the client may still be sending (its body was not read), see :meth:`_linger`."""
+        if quiet:
+            log.debug("refused %s from %s: %s", status, self.client_address[0], reason)
+        else:
+            self.server.refusals.note(status, reason)
+        self.linger = linger
+        with contextlib.suppress(OSError):
+            self.wfile.write(_plain_response(status, HTTPStatus(status).phrase))
+
+    def _linger(self) -> None:
+        """After a refusal, stop sending and drop what the client still sends, for at most
+        LINGER_SECONDS and LINGER_BYTES, so a client in the middle of its body reads our answer
+        instead of a reset; memory stays one small buffer."""
+        sock = self.connection
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+            deadline, left, sink = time.monotonic() + LINGER_SECONDS, LINGER_BYTES, bytearray(16384)
+            while left > 0 and (wait := deadline - time.monotonic()) > 0:
+                sock.settimeout(wait)
+                n = sock.recv_into(sink)
+                if n == 0:
+                    break
+                left -= n
+
+
+def make_http_server(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    signing_secret: str | None = None,
+    limits: IntakeLimits | None = None,
+    clock: Callable[[], float] = time.time,
+) -> WSGIServer:
     """A threaded WSGI server for ``app`` at ``/slack/events`` (commands, events, interactivity),
     bound and listening on return. ``port=0`` picks a free port (``server.server_port``).
 
+    Only requests signed with ``signing_secret`` (default: the one the Bolt app was made with)
+    reach the app, and only within ``limits`` (see :class:`IntakeLimits` and :class:`_QuietHandler`):
+    an oversized body is refused (413) before it is read, an unsigned, badly signed or stale one
+    with 401 before Bolt parses it, a slow client is cut, and connections are bounded. ``clock``
+    (seconds since the epoch) is what request timestamps are checked against.
+
     Raises:
-        UsageError: the port is taken by another program, or ``host:port`` cannot be listened on
-            (an address this machine does not have, a port below 1024 without the right).
+        UsageError: no signing secret; the port is taken by another program, or ``host:port``
+            cannot be listened on (an address this machine does not have, a port below 1024
+            without the right).
     """
     from slack_bolt.adapter.wsgi import SlackRequestHandler
 
     from engine import UsageError
 
+    secret = signing_secret if signing_secret is not None else getattr(app, "_signing_secret", "")
+    if not secret:
+        raise UsageError("SLACK_SIGNING_SECRET is needed to serve Slack over HTTP.")
+    server_class = functools.partial(
+        _ThreadingWSGIServer, limits=limits or IntakeLimits(), signing_secret=secret, clock=clock
+    )
     try:
         return make_server(
             host,
             port,
             SlackRequestHandler(app, path=EVENTS_PATH),
-            server_class=_ThreadingWSGIServer,
+            server_class=server_class,  # type: ignore[arg-type]
             handler_class=_QuietHandler,
         )
     except OSError as exc:  # socket.gaierror (an unknown host name) included
@@ -358,7 +727,7 @@ def serve(use_http: bool, host: str, port: int) -> None:
         if mode == "socket":
             handler = connect_socket_mode(app, bot_settings)
         else:
-            server = make_http_server(app, host, port)
+            server = make_http_server(app, host, port, signing_secret=bot_settings.signing_secret)
     except FtbotError as exc:
         engine.close()
         raise click.ClickException(str(exc)) from None

@@ -18,11 +18,28 @@ Rules this module keeps (reference/slack-platform.md):
 
 * **Ack at once, work elsewhere.** Listeners only parse (pure, microseconds) and ack; the work
   (downloads, engine calls, Slack posts) runs on this app's own thread pool, never on Bolt's
-  five listener threads, and training runs in the engine's worker process.
+  listener threads, and training runs in the engine's worker process. Questions (``/ask``,
+  mentions) have a pool of their own, bounded (:class:`BoundedPool`, :data:`ASK_WORKERS` running,
+  :data:`ASK_MAX_WAITING` waiting): slow generation can never hold up ``/finetune``, uploads or
+  buttons, and a question beyond that gets "the model is busy" at once instead of a long wait.
 * **Idempotent.** Slack retries events and Bolt does not dedupe: events are deduplicated by
-  ``(team, event_id)`` and files by ``(team, file id)`` (one upload can arrive as both
-  ``message``/``file_share`` and ``file_shared``). A catch-all listener answers every other event
-  and action with 200, because Bolt answers unmatched requests with 404 and Slack retries those.
+  ``(team, event_id)``. A file is taken in once per ``(team, channel, file id)``
+  (:class:`OnceEach`): one upload can arrive as both ``message``/``file_share`` and
+  ``file_shared``, and a second delivery is dropped while the first is being handled or once it
+  succeeded; an intake that failed (a download error, Slack's files.info refusing) is forgotten,
+  so sharing the file again works. Across restarts the engine's record of each upload
+  (``Engine.dataset_by_source`` by team, channel and file id) answers. A catch-all listener
+  answers every other event and action with 200, because Bolt answers unmatched requests with 404
+  and Slack retries those.
+* **One file, many channels.** The same file shared into another channel is validated and
+  answered there too, in the file's thread in that channel: the dataset is stored once
+  (content-addressed), with one dataset record per channel, so ``/finetune`` with no dataset
+  finds it in each channel.
+* **Slack's values are checked before use.** A file id must look like a Slack id
+  (``[A-Z0-9]+``) before it becomes part of a path or a database key (anything else gets a clear
+  refusal); a file is a dataset when its own name ends in ``.jsonl`` (any length, any
+  characters); the name stored is derived (bot/slack/files.py ``safe_filename``) and the original
+  is shown, escaped.
 * **Who may do what.** ``FTBOT_ALLOWED_USERS`` may start jobs and change a channel's current
   model (empty: everyone); the owner or an ``FTBOT_ADMINS`` member may cancel. Every engine call carries the request's team, so nothing
   from another workspace is visible.
@@ -40,6 +57,7 @@ import re
 import tempfile
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -55,7 +73,15 @@ from slack_sdk.webhook import WebhookClient
 
 from bot.settings import BotSettings
 from bot.slack import blocks
-from bot.slack.files import DownloadError, check_file_meta, download, safe_filename
+from bot.slack.files import (
+    DownloadError,
+    check_file_meta,
+    display_name,
+    download,
+    is_dataset_name,
+    is_slack_file_id,
+    safe_filename,
+)
 from bot.slack.parse import (
     AskRequest,
     CancelRequest,
@@ -87,7 +113,17 @@ NOT_ALLOWED_USE = (
     "You are not on the list of people who may use this bot's fine-tuning commands here "
     "(FTBOT_ALLOWED_USERS), so you cannot change this channel's model. Ask the bot's admin to add you."
 )
-DATASET_SUFFIXES = (".jsonl",)
+BAD_FILE_ID = (
+    "I did not take that upload: Slack sent a file id that is not in Slack's format (capital "
+    "letters and digits), so I did not use it. Share the file again; if this keeps happening, "
+    "tell the bot's admin."
+)
+# The /ask pool: questions answered at once (the local model server batches concurrent ones on its
+# one generation thread; OpenAI questions wait on the network) and questions allowed to wait.
+ASK_WORKERS = 4
+ASK_MAX_WAITING = 16
+# How long a file whose intake succeeded is remembered in memory (the store remembers it for good).
+FILE_TTL_SECONDS = 24 * 3600.0
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 
 
@@ -127,15 +163,91 @@ class Seen:
         """True the first time ``key`` is offered within the TTL (and remember it)."""
         now = self._clock()
         with self._lock:
-            while self._items:
-                oldest, at = next(iter(self._items.items()))
-                if now - at < self._ttl and len(self._items) < self._max:
-                    break
-                self._items.pop(oldest)
+            self._forget_old(now)
             if key in self._items:
                 return False
             self._items[key] = now
             return True
+
+    def knows(self, *key: str) -> bool:
+        """True when ``key`` was offered within the TTL (without remembering it now)."""
+        with self._lock:
+            self._forget_old(self._clock())
+            return key in self._items
+
+    def _forget_old(self, now: float) -> None:
+        """Drop expired keys, and the oldest beyond ``max_items`` (the caller holds the lock)."""
+        while self._items:
+            oldest, at = next(iter(self._items.items()))
+            if now - at < self._ttl and len(self._items) < self._max:
+                break
+            self._items.pop(oldest)
+
+
+class OnceEach:
+    """Work done at most once per key: a key is *claimed* while its work runs (another delivery
+    meanwhile is dropped) and *done* once the work succeeded (remembered for ``ttl``); a key
+    whose work failed is released, so the next delivery does the work again."""
+
+    def __init__(self, *, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._done = Seen(ttl=ttl, clock=clock)
+        self._running: set[tuple[str, ...]] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, *key: str) -> bool:
+        """True when the caller should do the work for ``key`` now (and must :meth:`release` it)."""
+        with self._lock:
+            if key in self._running or self._done.knows(*key):
+                return False
+            self._running.add(key)
+            return True
+
+    def release(self, *key: str, done: bool) -> None:
+        """End a claim: ``done`` (the work succeeded) keeps ``key`` from being done again."""
+        with self._lock:
+            self._running.discard(key)
+            if done:
+                self._done.first_time(*key)
+
+
+class BoundedPool:
+    """A thread pool that says no instead of queueing without end: ``workers`` tasks run at once,
+    at most ``max_waiting`` more wait for a thread, and :meth:`try_submit` refuses beyond that,
+    so the caller can answer "busy" at once."""
+
+    def __init__(self, *, workers: int, max_waiting: int, name: str = "ftbot-ask") -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        self.capacity = workers + max_waiting
+        self._taken = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        """Tasks accepted and not finished (running or waiting)."""
+        with self._lock:
+            return self._taken
+
+    def try_submit(self, task: Callable[[], None]) -> bool:
+        """Run ``task`` on the pool and return True, or return False at once when it is full."""
+        with self._lock:
+            if self._taken >= self.capacity:
+                return False
+            self._taken += 1
+
+        def run() -> None:
+            try:
+                task()
+            finally:
+                with self._lock:
+                    self._taken -= 1
+
+        try:
+            self._executor.submit(run)
+        except RuntimeError:  # shut down: nothing will run it
+            with self._lock:
+                self._taken -= 1
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -170,23 +282,40 @@ class SlackBot:
         *,
         cards: JobCards,
         executor: Executor,
-        work_dir: Path,
+        work_dir: Path | None = None,
+        ask_pool: BoundedPool | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.client = client
         self.cards = cards
         self.executor = executor
+        self.ask_pool = ask_pool or BoundedPool(workers=ASK_WORKERS, max_waiting=ASK_MAX_WAITING)
         self.work_dir = work_dir
         self.events_seen = Seen()
         # Repeated deliveries within this process; across restarts the engine's record of each
-        # upload's file id (Engine.dataset_by_source) answers.
-        self.files_seen = Seen(ttl=24 * 3600.0)
+        # upload (Engine.dataset_by_source by team, channel and file id) answers.
+        self.files = OnceEach(ttl=FILE_TTL_SECONDS)
 
     # ----- plumbing ------------------------------------------------------------------------------
 
     def submit(self, func: Callable[..., None], where: Where, *args: Any) -> None:
         """Run ``func(where, *args)`` on the work pool; report failures privately."""
+        self.executor.submit(self._reporting(func, where, *args))
+
+    def submit_ask(self, func: Callable[..., None], where: Where, *args: Any) -> bool:
+        """Run ``func(where, *args)`` on the question pool (failures reported privately); False,
+        and nothing runs, when the pool is full (tell the user :meth:`busy_message`)."""
+        return self.ask_pool.try_submit(self._reporting(func, where, *args))
+
+    def busy_message(self) -> blocks.Message:
+        """What a question beyond the pool's capacity gets, at once."""
+        n = self.ask_pool.pending
+        waiting = f"{n} questions are waiting" if n != 1 else "1 question is waiting"
+        return blocks.notice(f"The model is busy: {waiting} for an answer; try again in a minute.")
+
+    def _reporting(self, func: Callable[..., None], where: Where, *args: Any) -> Callable[[], None]:
+        """``func(where, *args)`` as a task that tells the user privately when it fails."""
 
         def run() -> None:
             try:
@@ -197,7 +326,7 @@ class SlackBot:
                 log.exception("listener work failed (%s)", getattr(func, "__name__", func))
                 self.private(where, blocks.error(GENERIC_ERROR))
 
-        self.executor.submit(run)
+        return run
 
     def private(self, where: Where, message: blocks.Message) -> None:
         """An ephemeral message to the user; through ``response_url`` when the bot cannot post
@@ -229,14 +358,32 @@ class SlackBot:
     def on_file_message(self, where: Where, event: Mapping[str, Any]) -> None:
         thread_ts = event.get("thread_ts") or event.get("ts")
         for file in event.get("files") or []:
-            fid = str(file.get("id") or "")
-            if fid and self.files_seen.first_time(where.team, fid):
-                self.submit(self.intake, Where(where.team, where.channel, where.user, thread_ts), dict(file))
+            if isinstance(file, Mapping):
+                self.take_file(Where(where.team, where.channel, where.user, thread_ts), dict(file))
 
     def on_file_shared(self, where: Where, event: Mapping[str, Any]) -> None:
-        fid = str(event.get("file_id") or (event.get("file") or {}).get("id") or "")
-        if fid and self.files_seen.first_time(where.team, fid):
-            self.submit(self.intake, where, {"id": fid})
+        self.take_file(where, {"id": event.get("file_id") or (event.get("file") or {}).get("id")})
+
+    def take_file(self, where: Where, file: dict[str, Any]) -> None:
+        """Queue the intake of one shared file, unless this channel's intake of it is running or
+        succeeded (a repeated delivery). A file id not in Slack's format is refused, privately,
+        and never used."""
+        fid = file.get("id")
+        if not is_slack_file_id(fid):
+            log.warning("refused a shared file whose id is not in Slack's format")
+            self.submit(lambda w: self.private(w, blocks.error(BAD_FILE_ID)), where)
+            return
+        if self.files.claim(where.team, where.channel, fid):
+            self.submit(self._intake_once, where, file)
+
+    def _intake_once(self, where: Where, file: dict[str, Any]) -> None:
+        """:meth:`intake`, then end the claim: remembered as done only when it succeeded."""
+        done = False
+        try:
+            self.intake(where, file)
+            done = True
+        finally:
+            self.files.release(where.team, where.channel, str(file["id"]), done=done)
 
     def _file_info(self, fid: str) -> dict[str, Any]:
         try:
@@ -248,22 +395,36 @@ class SlackBot:
             ) from exc
 
     def intake(self, where: Where, file: dict[str, Any]) -> None:
-        """Download, store and validate one shared file; reply in its thread."""
+        """Download, store and validate one shared file (``file["id"]`` already checked with
+        ``is_slack_file_id``); reply in its thread in ``where.channel``. Returns quietly for a
+        file that is not a dataset, or one this channel already has (a repeated delivery).
+
+        Raises:
+            DownloadError: Slack's details or the download failed (the user is told by
+                :meth:`submit`; the file can be shared again).
+        """
         fid = str(file["id"])
-        if self.engine.dataset_by_source(fid, team=where.team) is not None:
-            log.info("ignoring shared file %s: already stored (a repeated delivery)", fid)
+        if self.engine.dataset_by_source(fid, team=where.team, channel=where.channel) is not None:
+            log.info("ignoring shared file %s: already stored for this channel (a repeated delivery)", fid)
             return
         if not file.get("url_private_download") or file.get("mode") == "file_access" or "size" not in file:
-            file = {**file, **self._file_info(fid)}  # file_shared or a Slack Connect stub: ask Slack
-        name = safe_filename(file.get("name") or file.get("title"), f"{fid}.jsonl")
-        if not name.lower().endswith(DATASET_SUFFIXES):
+            # file_shared or a Slack Connect stub: ask Slack (the id stays the one checked).
+            file = {**file, **self._file_info(fid), "id": fid}
+        original = str(file.get("name") or file.get("title") or "")
+        if not is_dataset_name(original):
             log.info("ignoring shared file %s (%s): not JSONL", fid, file.get("filetype"))
             return
+        name = safe_filename(original, f"{fid}.jsonl")  # stored and typed (`/finetune NAME`)
+        shown = display_name(original) or name  # the reply shows the original (blocks escapes it)
         if where.thread_ts is None:
             where = Where(where.team, where.channel, where.user, _share_ts(file, where.channel))
         check_file_meta(file, max_bytes=self.settings.max_upload_bytes)
         url = str(file.get("url_private_download") or file.get("url_private") or "")
-        dest = self.work_dir / f"{fid}.jsonl"
+        # Unique per intake: the same file can be taken in for two channels at once. Without a
+        # work_dir each download gets a temporary directory of its own, removed with the file.
+        scratch = None if self.work_dir is not None else tempfile.TemporaryDirectory(prefix="ftbot-upload-")
+        folder = self.work_dir if self.work_dir is not None else Path(scratch.name)  # type: ignore[union-attr]
+        dest = folder / f"{fid}-{uuid.uuid4().hex}.jsonl"
         try:
             download(
                 url,
@@ -286,8 +447,10 @@ class SlackBot:
                 report, dataset_hash = exc.report, None
         finally:
             dest.unlink(missing_ok=True)
+            if scratch is not None:
+                scratch.cleanup()
         usable = bool(blocks.as_dict(report).get("ok"))
-        message = blocks.validation_report(report, name=name, dataset_hash=dataset_hash if usable else None)
+        message = blocks.validation_report(report, name=shown, dataset_hash=dataset_hash if usable else None)
         self.post(where, message, thread_ts=where.thread_ts)
 
     def resolve_dataset(self, where: Where, ref: str | None) -> str:
@@ -309,12 +472,18 @@ class SlackBot:
     # ----- /finetune -----------------------------------------------------------------------------
 
     def start_job(self, where: Where, request: FinetuneRequest) -> None:
-        job = request.submit(
-            self.engine,
-            lambda ref: self.resolve_dataset(where, ref),
+        dataset_hash = self.resolve_dataset(where, request.dataset)
+        eval_hash = self.resolve_dataset(where, request.eval_dataset) if request.eval_dataset else None
+        # The engine holds who may do what (the base models people may choose, the limit of
+        # unfinished jobs per person); admins may choose any base model and have no limit.
+        job = self.engine.submit(
+            dataset_hash,
+            options=dict(request.options),
             owner=where.user,
             team=where.team,
             channel=where.channel,
+            eval_dataset_hash=eval_hash,
+            is_admin=self.settings.is_admin(where.user),
         )
         if self.cards.ensure(job) is None:
             self.private(
@@ -491,6 +660,7 @@ def create_app(
     client: WebClient,
     cards: JobCards | None = None,
     executor: Executor | None = None,
+    ask_pool: BoundedPool | None = None,
     work_dir: Path | None = None,
     token_verification: bool = True,
 ) -> App:
@@ -502,8 +672,11 @@ def create_app(
         settings: who may do what, file limits, the signing secret.
         client: the Web API client (see :func:`make_client`); retry handlers are added if missing.
         cards: the job card registry shared with the engine's ``sink_for`` (one is made if None).
-        executor: where post-ack work runs (default: a pool of 8 threads).
-        work_dir: where downloads land before the engine stores them (default: a temp dir).
+        executor: where post-ack work runs (default: a pool of 8 threads), except questions.
+        ask_pool: where questions (``/ask``, mentions) run (default: :data:`ASK_WORKERS`
+            threads, :data:`ASK_MAX_WAITING` waiting; beyond that a question gets "busy").
+        work_dir: where downloads land before the engine stores them (default: a temporary
+            directory per download, removed with it: nothing is left behind).
         token_verification: call ``auth.test`` now (fails fast on a bad token).
 
     Raises:
@@ -520,7 +693,8 @@ def create_app(
         client,
         cards=cards,
         executor=executor or ThreadPoolExecutor(max_workers=8, thread_name_prefix="ftbot-work"),
-        work_dir=work_dir or Path(tempfile.mkdtemp(prefix="ftbot-uploads-")),
+        ask_pool=ask_pool,
+        work_dir=work_dir,
     )
     app = App(
         client=client,
@@ -574,7 +748,7 @@ def register(app: App, bot: SlackBot) -> None:
             ack(text="Preparing the fine-tuning job; the job card will appear in this channel.")
             bot.submit(bot.start_job, where, request)
         elif isinstance(request, CancelRequest):
-            ack(text=f"Cancelling {request.job_id}…")
+            ack(text=f"Cancelling {blocks.escape(request.job_id)}…")
             bot.submit(bot.cancel_job, where, request.job_id)
         elif isinstance(request, StatusRequest):
             ack()
@@ -608,8 +782,10 @@ def register(app: App, bot: SlackBot) -> None:
         except UsageError as exc:
             ack(**blocks.error(str(exc)).kwargs())
             return
+        if not bot.submit_ask(bot.answer, where, request):
+            ack(**bot.busy_message().kwargs())
+            return
         ack(text=f"Thinking about: {blocks.escape(request.prompt[:200])}")
-        bot.submit(bot.answer, where, request)
 
     def where_from_event(body: Mapping[str, Any], event: Mapping[str, Any]) -> Where:
         return Where(
@@ -637,7 +813,8 @@ def register(app: App, bot: SlackBot) -> None:
             where.thread_ts or event.get("ts"),
             private_in_thread=bool(where.thread_ts),
         )
-        bot.submit(bot.on_mention, where, str(event.get("text") or ""))
+        if not bot.submit_ask(bot.on_mention, where, str(event.get("text") or "")):
+            bot.submit(lambda w: bot.private(w, bot.busy_message()), where)
 
     @app.event("message")
     def other_messages() -> None:

@@ -10,7 +10,16 @@ tolerantly (a missing figure is left out, never a crash), because a half-written
 still be shown.
 
 Limits kept (Slack rejects bigger payloads): section text <= 3000 characters, <= 10 fields,
-header <= 150, button text <= 75, <= 50 blocks; user text is escaped for mrkdwn.
+header <= 150, button text <= 75, <= 50 blocks.
+
+Escaping: every mrkdwn string and every fallback ``text`` escapes ``&``, ``<`` and ``>`` in what
+it did not write itself (user input, option values, dataset and model names, engine messages,
+model output), so nothing can ping (``<!channel>``, ``<!here>``, ``<@U…>``) or forge a link
+(``<https://evil|click>``): Slack parses the fallback ``text`` of a message (its notification) as
+well as its blocks. The only markup left intact is the one built here from validated Slack ids
+(:func:`_who`, :func:`_owner`: the job's owner, who changed a channel's model) and the user
+mentions of the engine's promotion alerts (built from validated ids, see :func:`alert`).
+``plain_text`` objects (headers, buttons) are not parsed by Slack, so they are left as they are.
 """
 
 from __future__ import annotations
@@ -252,7 +261,7 @@ def validation_report(
     text = f"{name}: {'usable' if ok else 'not usable'}, {fmt_number(examples)} examples"
     if lines:
         text += "; " + lines[0]
-    return Message(text=text, blocks=blocks)
+    return Message(text=escape(text), blocks=blocks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +323,7 @@ def job_card(
     state = str(job.state) if job.is_final else progress.state
     emoji = _STATE_EMOJI.get(state, ":gear:")
     backend = f"{job.backend} · {job.base_model}"
-    status = f"{emoji} *{state}*"
+    status = f"{emoji} *{escape(state)}*"
     if state == "queued" and queue_position:
         status += f" (position {queue_position} in the queue)" if queue_position > 1 else " (next in line)"
     if job.error and state in ("failed", "cancelled"):
@@ -346,7 +355,7 @@ def job_card(
         fields.append(f"*Model id*\n`{escape(job.model_id)}`")
     blocks.append(fields_section(fields))
     note = model_note(job.base_model)
-    ctx = f"Started by <@{job.owner}>" if job.owner else "Started from the console"
+    ctx = f"Started by {_owner(job.owner)}" if job.owner else "Started from the console"
     ctx += " · details in the thread"
     if note:
         ctx += f" · {note}"
@@ -377,7 +386,7 @@ def job_card(
         text += f", step {progress.step or 0}/{progress.total}"
     if progress.loss is not None:
         text += f", loss {fmt_number(progress.loss)}"
-    return Message(text=text, blocks=blocks)
+    return Message(text=escape(text), blocks=blocks)
 
 
 def jobs_list(jobs: Sequence[Job], *, title: str = "Fine-tune jobs in this channel") -> Message:
@@ -389,9 +398,11 @@ def jobs_list(jobs: Sequence[Job], *, title: str = "Fine-tune jobs in this chann
     lines = []
     for job in jobs[:25]:
         emoji = _STATE_EMOJI.get(str(job.state), ":gear:")
-        owner = f" by <@{job.owner}>" if job.owner else ""
+        owner = f" by {_owner(job.owner)}" if job.owner else ""
         model = f" → `{escape(job.model_id)}`" if job.model_id else ""
-        lines.append(f"{emoji} `{job.id}` *{job.state}* · {escape(job.base_model)}{owner}{model}")
+        lines.append(
+            f"{emoji} `{escape(job.id)}` *{escape(job.state)}* · {escape(job.base_model)}{owner}{model}"
+        )
     more = f"\n…and {len(jobs) - 25} more" if len(jobs) > 25 else ""
     return Message(text=f"{len(jobs)} job(s)", blocks=[header(title), section("\n".join(lines) + more)])
 
@@ -425,7 +436,7 @@ def preflight(data: Mapping[str, Any], message: str = "") -> Message:
         recipe = (d.get("plan") or {}).get("recipe")
         title = f"*How it trains* ({escape(recipe)} recipe)" if recipe else "*How it trains*"
         blocks.append(section(title + "\n" + "\n".join(f"• {escape(n)}" for n in notes)))
-    return Message(text=f"Pre-flight: {text}", blocks=blocks)
+    return Message(text=escape(f"Pre-flight: {text}"), blocks=blocks)
 
 
 def confirm_cost(job_id: str, cost: Any, message: str = "") -> Message:
@@ -433,7 +444,7 @@ def confirm_cost(job_id: str, cost: Any, message: str = "") -> Message:
     cost_text = f"${cost:,.2f}" if isinstance(cost, int | float) else "an unknown amount"
     text = message or f"This job would cost about {cost_text} on OpenAI. Start it?"
     return Message(
-        text=text,
+        text=escape(text),
         blocks=[
             section(f":moneybag: {escape(text)}"),
             {
@@ -461,16 +472,20 @@ def _escape_keep_mentions(text: str) -> str:
 
 
 def alert(message: str, code: str | None = None) -> Message:
-    """Something the user should know now; a warning unless its code is plain news."""
+    """Something the user should know now; a warning unless its code is plain news.
+
+    Only the news alerts (the engine's promotion messages, which mention the user who chose a
+    channel's model by a validated id) keep their ``<@U…>`` mentions; a warning can carry text
+    from elsewhere (OpenAI's event messages, training logs) and is escaped whole."""
     if code in _INFO_ALERTS:
-        body = f"{_INFO_ALERTS[code]} {_escape_keep_mentions(message)}"
-        return Message(text=message, blocks=[section(body)])
-    return Message(text=f"Alert: {message}", blocks=[section(f":warning: {_escape_keep_mentions(message)}")])
+        body = _escape_keep_mentions(message)
+        return Message(text=body, blocks=[section(f"{_INFO_ALERTS[code]} {body}")])
+    return Message(text=f"Alert: {escape(message)}", blocks=[section(f":warning: {escape(message)}")])
 
 
 def notice(text: str) -> Message:
-    """A plain note (state changes, promotions, logs)."""
-    return Message(text=text, blocks=[section(escape(text))])
+    """A plain note (state changes, promotions, logs); ``text`` is escaped whole, mentions too."""
+    return Message(text=escape(text), blocks=[section(escape(text))])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,7 +558,8 @@ def _metrics_table(report: Mapping[str, Any], *, max_metrics: int = 8) -> str:
     for m in metrics:
         mark = " ↓" if m in _LOWER_IS_BETTER else ""
         rows.append(
-            (m + mark).ljust(width) + "".join(_fmt_metric(m, models[c].get(m)).rjust(16) for c, _ in columns)
+            escape(m + mark).ljust(width)
+            + "".join(_fmt_metric(m, models[c].get(m)).rjust(16) for c, _ in columns)
         )
     beats = report.get("beats_constant")
     if "constant" in models and isinstance(beats, Mapping) and beats:
@@ -600,7 +616,7 @@ def verdict(report: Any) -> Message:
     rep = as_dict(report)
     key = str(rep.get("verdict") or "no_significant_difference")
     emoji, title = _verdict_title(rep, key, (":grey_question:", key.replace("_", " ")))
-    lines = [f"{emoji} *{title}*"]
+    lines = [f"{emoji} *{escape(title)}*"]
     detail = rep.get("verdict_text") or rep.get("summary")
     if detail:
         lines.append(escape(detail))
@@ -618,7 +634,7 @@ def verdict(report: Any) -> Message:
     note = model_note(rep.get("base_model"))
     if note:
         lines.append(f"_{note}_")
-    return Message(text=f"Verdict: {title}", blocks=[section("\n".join(lines))])
+    return Message(text=escape(f"Verdict: {title}"), blocks=[section("\n".join(lines))])
 
 
 def flips(report: Any, *, limit: int = 3) -> Message | None:
@@ -666,12 +682,13 @@ def final_summary(job: Job, report: Any = None, *, promoted: bool | None = None)
             text += " It is now this channel's default for /ask."
         elif promoted is False:
             text += " The channel's /ask model is unchanged."
-        return Message(text=text, blocks=[section(f"{emoji} {escape(text)}")])
+        return Message(text=escape(text), blocks=[section(f"{emoji} {escape(text)}")])
     if state == JobState.CANCELLED:
         text = f"Fine-tune {job.id} was cancelled."
-        return Message(text=text, blocks=[section(f":no_entry_sign: {escape(text)}")])
+        return Message(text=escape(text), blocks=[section(f":no_entry_sign: {escape(text)}")])
+    # The error can quote what the user typed (a base model name, an option value).
     text = f"Fine-tune {job.id} failed: {job.error or 'see the thread'}"
-    return Message(text=text, blocks=[section(f":x: {escape(text)}")])
+    return Message(text=escape(text), blocks=[section(f":x: {escape(text)}")])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -680,11 +697,21 @@ def final_summary(job: Job, report: Any = None, *, promoted: bool | None = None)
 _SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")
 
 
+_SLACK_CHANNEL = re.compile(r"[CGD][A-Z0-9]{2,}")
+
+
 def _who(user: str | None) -> str:
     """A user for mrkdwn: a Slack user id as a mention, any other name escaped."""
     if not user:
         return "someone"
     return f"<@{user}>" if _SLACK_USER.fullmatch(user) else escape(user)
+
+
+def _owner(user: str) -> str:
+    """A job's owner or an asker for mrkdwn: a Slack user id as a mention; any other name (the
+    console's, the command line's) as ``@name``, escaped, which the console shows as it shows a
+    mention (``@U…``)."""
+    return f"<@{user}>" if _SLACK_USER.fullmatch(user) else f"@{escape(user)}"
 
 
 def _when(at: Any) -> str:
@@ -748,7 +775,8 @@ def model_list(
         line += f" · {escape(model.kind)} · {verdict} {emoji} · created {created} UTC"
         line += f" · base {escape(model.base_model)}"
         if model.channel and channel is not None and model.channel != channel:
-            line += f" · from <#{escape(model.channel)}>"
+            where = model.channel
+            line += f" · from <#{where}>" if _SLACK_CHANNEL.fullmatch(where) else f" · from {escape(where)}"
         block = section(line)
         if not mine:
             block["accessory"] = button("Use this model", ACTION_USE, model.id)
@@ -855,7 +883,7 @@ def ask_answer(
     text = str(d.get("text") or d.get("answer") or "")
     model = str(d.get("model") or d.get("model_id") or "the base model")
     base_model = d.get("base_model")
-    asked = f"<@{user}> asked" if user else "Question"
+    asked = f"{_owner(user)} asked" if user else "Question"
     blocks = [section(f"{asked}: _{escape(prompt)[:500]}_")]
     if base is not None:
         blocks.append(
@@ -881,7 +909,7 @@ def ask_answer(
     why = base_answer_note(d, finetune_hint=finetune_hint) if base is None else None
     if why:
         blocks.append(context(why))
-    return Message(text=f"{model}: {text[:200]}", blocks=blocks)
+    return Message(text=escape(f"{model}: {text[:200]}"), blocks=blocks)
 
 
 def help_message(topic: str = "finetune") -> Message:
@@ -914,8 +942,9 @@ def help_message(topic: str = "finetune") -> Message:
 
 
 def error(text: str) -> Message:
-    """A private error: what went wrong and what to do. ``text`` must already be safe to show."""
-    return Message(text=text, blocks=[section(f":warning: {escape(text)}")])
+    """A private error: what went wrong and what to do. ``text`` must hold no secret; it is
+    escaped here (it can quote what the user typed)."""
+    return Message(text=escape(text), blocks=[section(f":warning: {escape(text)}")])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,10 +10,17 @@ login page and status 200; that is recognised and reported, never stored as a da
 
 Every error is a :class:`DownloadError` whose message is safe to show to the user: it never
 contains the token or the file's URL.
+
+Names and ids from Slack are user-controlled: a file id becomes part of a path or a database key
+only when :func:`is_slack_file_id` accepts it; whether a file is a dataset is decided on its own
+name's extension (:func:`is_dataset_name`), then :func:`safe_filename` derives the name stored
+(any length, any characters in) and :func:`display_name` the name shown (still to be escaped).
 """
 
 from __future__ import annotations
 
+import http.client
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -24,6 +31,13 @@ from bot.settings import normalize_origin
 from engine import UsageError
 
 CHUNK = 64 * 1024
+MAX_NAME_CHARS = 100
+DATASET_SUFFIXES = (".jsonl",)
+# Slack ids (files, users, channels, teams) are capital letters and digits; the cap on length is
+# generous (real ids have about 11 characters) and keeps a hostile value out of logs and keys.
+_SLACK_ID = re.compile(r"[A-Z0-9]{1,64}")
+# Control and format characters (newlines, RTL overrides, zero-width) in a name shown to users.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 # The first bytes of a JSONL file are "{" (maybe after a BOM or blank lines); an HTML page starts
 # with "<". Looking at the start catches the login page even when Content-Type is missing.
 _HTML_STARTS = (b"<!doctype", b"<html", b"<head", b"<!--")
@@ -124,10 +138,11 @@ def download(
             f"Slack refused the download (HTTP {exc.code}).",
             hint="Try sharing the file again; if it keeps failing, check the app's files:read scope.",
         ) from None
-    except (urllib.error.URLError, OSError, TimeoutError):
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException):
+        # HTTPException: a link urllib cannot send (InvalidURL), a response cut short.
         dest.unlink(missing_ok=True)
         raise DownloadError(
-            "I could not reach Slack to download the file.", hint="Try sharing it again in a minute."
+            "I could not download the file from Slack.", hint="Try sharing it again in a minute."
         ) from None
     return total
 
@@ -146,8 +161,41 @@ def _too_big(max_bytes: int) -> DownloadError:
     )
 
 
-def safe_filename(name: str | None, fallback: str) -> str:
-    """A display/storage name without any path parts (the Slack name is user-controlled)."""
-    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
-    cleaned = "".join(c if c.isalnum() or c in "-_. " else "_" for c in base)[:100]
-    return cleaned or fallback
+def is_slack_file_id(value: object) -> bool:
+    """True when ``value`` looks like a Slack id (``[A-Z0-9]+``, at most 64 characters). Only such
+    an id may become part of a path or a database key; anything else is refused."""
+    return isinstance(value, str) and _SLACK_ID.fullmatch(value) is not None
+
+
+def _basename(name: str | None) -> str:
+    """The last path part of a user-controlled name (``/`` and ``\\`` both separate)."""
+    return (name or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+
+
+def is_dataset_name(name: str | None) -> bool:
+    """True when the file's own name has a dataset extension (``.jsonl``, any case), whatever
+    the rest of the name is: ``....jsonl`` and names of any length are datasets too."""
+    return _basename(name).lower().endswith(DATASET_SUFFIXES)
+
+
+def safe_filename(name: str | None, fallback: str, *, max_chars: int = MAX_NAME_CHARS) -> str:
+    """A storage name derived from a user-controlled one: no path parts, only letters, digits and
+    ``-_. `` (anything else becomes ``_``), no leading dot, at most ``max_chars`` characters. The
+    extension survives: a long name is cut in its stem, so ``x...x.jsonl`` stays a ``.jsonl``.
+    ``fallback`` when nothing usable is left (``""``, ``....jsonl``)."""
+    base = _basename(name)
+    stem, dot, ext = base.rpartition(".")
+    if not dot or not ext.isalnum() or len(ext) > 10:
+        stem, ext = base, ""
+    else:
+        ext = "." + ext
+    cleaned = "".join(c if c.isalnum() or c in "-_. " else "_" for c in stem).strip().lstrip(".").strip()
+    cleaned = cleaned[: max(0, max_chars - len(ext))].rstrip()
+    return cleaned + ext if cleaned else fallback
+
+
+def display_name(name: str | None, *, max_chars: int = 200) -> str:
+    """A user-controlled name as it may be shown (still to be escaped for mrkdwn): control and
+    direction-changing characters become spaces, and a very long name is cut with ``…``."""
+    shown = _UNPRINTABLE.sub(" ", name or "").strip()
+    return shown if len(shown) <= max_chars else shown[: max_chars - 1] + "…"

@@ -18,8 +18,9 @@ given, so the Slack app and the console submit alike.
 
 from __future__ import annotations
 
+import difflib
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import unescape
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 # key -> (what it takes, type check). The keys are passed to Engine.submit as options.
 FINETUNE_KEYS: dict[str, str] = {
     "backend": "local or openai",
-    "base": "base model: a Hugging Face id, a local path, builtin:smollm2, builtin:tiny or an OpenAI model",
+    "base": "base model: one of FTBOT_BASE_MODELS (by default the bot's base model, builtin:smollm2 and "
+    "builtin:tiny; admins may name any Hugging Face id or local model directory) or an OpenAI model",
     "epochs": "number of passes over the data, a whole number such as 3",
     "lr": "learning rate, a number such as 2e-4",
     "r": "LoRA rank, a whole number such as 16",
@@ -202,13 +204,46 @@ def accepted_use_choices() -> str:
     return "; ".join(f"`{word}` ({what})" for word, what in USE_CHOICES.items()) + "."
 
 
+def suggest(word: str, choices: Sequence[str], *, cutoff: float = 0.7) -> str | None:
+    """The choice ``word`` was probably meant to be (a typo: ``stauts`` -> ``status``), or None.
+    Compared in lower case by difflib; words over 40 characters are not compared."""
+    if len(word) > 40:
+        return None
+    close = difflib.get_close_matches(word.lower(), choices, n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def _subcommand_typo(words: list[str]) -> ParseError | None:
+    """The error for a first word that misspells a subcommand (``/finetune stauts``), or None.
+
+    Only alphabetic words are compared: a dataset is named by its file name (``prices.jsonl``), a
+    Slack file id or a hash prefix, none of which is a short word of letters near a subcommand.
+    """
+    first = words[0]
+    if not first.isalpha() or first.lower() == "latest":
+        return None
+    guess = suggest(first, FINETUNE_SUBCOMMANDS)
+    if guess is None:
+        return None
+    meant = " ".join([f"/finetune {guess}", *words[1:]])
+    return ParseError(
+        f"`{first}` is not a /finetune subcommand: did you mean `{meant}`?",
+        hint=f"A dataset is named by its file name or hash. Usage: {FINETUNE_USAGE}.",
+    )
+
+
 def parse_finetune(text: str) -> FinetuneCommand:
     """Parse ``/finetune`` text.
 
     Raises:
-        ParseError: listing every problem and the accepted keys.
+        ParseError: listing every problem and the accepted keys; a misspelt subcommand gets
+            "did you mean".
     """
     words = _words(text)
+    if words and words[0].lower() not in FINETUNE_SUBCOMMANDS:
+        typo = _subcommand_typo(words)
+        if typo is not None:
+            raise typo
     if words and words[0].lower() in FINETUNE_SUBCOMMANDS:
         sub, rest = words[0].lower(), words[1:]
         if sub == "help":

@@ -19,7 +19,14 @@ from engine.backends.local_preflight import probe_4bit
 
 log = logging.getLogger(__name__)
 
-__all__ = ["four_bit_available", "model_load_kwargs", "nf4_config", "pad_with_eos", "probe_4bit"]
+__all__ = [
+    "four_bit_available",
+    "load_failure",
+    "model_load_kwargs",
+    "nf4_config",
+    "pad_with_eos",
+    "probe_4bit",
+]
 
 
 @functools.cache
@@ -69,3 +76,25 @@ def pad_with_eos(tokenizer: Any) -> bool:
         return False
     tokenizer.pad_token = tokenizer.eos_token
     return True
+
+
+def load_failure(what: str, name: str, exc: BaseException) -> str:
+    """A loading failure in words fit for a channel: what could not be loaded and the kind of
+    problem, never the library's own text (it can quote local paths, hub URLs and file lists).
+    The full error goes to this process's log (the worker's log, the bot's log) for the operator."""
+    log.warning("%s %r could not be loaded: %s: %s", what, name, type(exc).__name__, exc)
+    text = str(exc)
+    missing = ("not a valid model identifier", "not a local folder", "Repo id must be", "does not exist")
+    if isinstance(exc, OSError) and any(phrase in text for phrase in missing):
+        kind = "there is no such local model directory, and no Hugging Face model by that name is reachable"
+    elif isinstance(exc, OSError) and ("does not appear to have" in text or "no file named" in text):
+        kind = "the directory or repository has no model files"
+    elif isinstance(exc, OSError):
+        kind = "its files could not be read or downloaded"
+    elif isinstance(exc, ValueError | KeyError) and ("Unrecognized" in text or "model_type" in text):
+        kind = "it is not a model this version of transformers can load"
+    elif isinstance(exc, MemoryError) or "out of memory" in text.lower():
+        kind = "there is not enough memory for it"
+    else:
+        kind = f"{type(exc).__name__} (details in the log)"
+    return f"{what} {name!r} could not be loaded: {kind}."

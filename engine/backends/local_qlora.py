@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backends.local_loading import model_load_kwargs, pad_with_eos
+from engine.backends.local_loading import load_failure, model_load_kwargs, pad_with_eos
 from engine.backends.local_preflight import (
     ModelShape,
     check_environment,
@@ -239,7 +239,7 @@ def train(
         model = AutoModelForCausalLM.from_pretrained(base_model, **load_kwargs)
     except (OSError, ValueError) as exc:
         raise BackendUnavailable(
-            f"Cannot load the base model {base_model!r}: {exc}",
+            load_failure("The base model", base_model, exc),
             hint="Check the model id or directory (a GPU host needs network access or a local copy).",
         ) from exc
     shape = shape_of_model(model, config)
@@ -416,8 +416,7 @@ def load_tokenizer(base_model: str, *, notes: list[str]) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(base_model)
     except (OSError, ValueError) as exc:
         raise BackendUnavailable(
-            f"Cannot load the tokenizer of {base_model!r}: {exc}",
-            hint="Check the model id or directory.",
+            load_failure("The tokenizer of", base_model, exc), hint="Check the model id or directory."
         ) from exc
     if not getattr(tokenizer, "chat_template", None):
         raise BackendUnavailable(

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.backends.local_builtin import is_builtin, resolve_base_model
-from engine.backends.local_loading import four_bit_available, model_load_kwargs, pad_with_eos
+from engine.backends.local_loading import four_bit_available, load_failure, model_load_kwargs, pad_with_eos
 from engine.errors import (
     BackendUnavailable,
     FtbotError,
@@ -140,7 +140,7 @@ def load_tokenizer(base_model: str) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(base_model)
     except Exception as exc:
         raise BackendUnavailable(
-            f"The tokenizer of base model '{base_model}' could not be loaded: {_short(exc)}",
+            load_failure("The tokenizer of base model", base_model, exc),
             hint="Check the base model name (a local directory or a Hugging Face id this host can download).",
         ) from exc
     tokenizer.padding_side = "left"
@@ -184,7 +184,7 @@ def load_base(base_model: str, *, quantize: bool | None = None) -> tuple[Any, An
         model = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
     except Exception as exc:
         raise BackendUnavailable(
-            f"Base model '{base_model}' could not be loaded: {_short(exc)}",
+            load_failure("Base model", base_model, exc),
             hint="Check the base model name (a local directory or a Hugging Face id this host can "
             "download) and that it fits in memory.",
         ) from exc

@@ -61,10 +61,20 @@ Public surface (what service / scheduler / worker wire up)::
 
     looks_like_openai_model(name) -> bool    "ft:...", "gpt-...", "o4-mini": route /ask here.
 
+OpenAI's shutdown dates (the dated table :data:`FINE_TUNING_ENDS` / :data:`RETIREMENTS`, overridden
+by FTBOT_OPENAI_FINE_TUNING_ENDS / FTBOT_OPENAI_RETIREMENTS; ``today`` is injected by the caller)::
+
+    check_fine_tuning_open(today, settings)      BackendUnavailable on or after the end date.
+    check_not_retired(model, today, settings)    BackendUnavailable on or after the model's date.
+    shutdown_notice(model, today, settings) -> str | None    the pre-flight warning (days left).
+    retirement_date(model, overrides) -> date | None;  fine_tuning_end(settings) -> date.
+
 Errors (engine.errors), each with a message saying what to do: no key -> BackendUnavailable;
 bad key (401) -> RemoteError(code="invalid_api_key"); the organisation can no longer create
 fine-tuning jobs (OpenAI is winding self-serve fine-tuning down) ->
-RemoteError(code="fine_tuning_unavailable"); a base model OpenAI does not fine-tune -> UsageError;
+RemoteError(code="fine_tuning_unavailable") in the same words as the date check
+(:func:`fine_tuning_closed_message`); a model OpenAI shut down (its "has been deprecated" 404) ->
+RemoteError(code="model_retired"); a base model OpenAI does not fine-tune -> UsageError;
 429 -> retried with backoff through the injected sleep, then RemoteError(code=OpenAI's code);
 a file OpenAI rejects -> RemoteError(code="file_rejected") naming the line OpenAI names.
 """
@@ -83,7 +93,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -111,6 +121,34 @@ TRAINING_PRICES_USD_PER_1M: Mapping[str, float] = MappingProxyType(
         "gpt-4.1-nano": 1.50,
     }
 )
+
+# OpenAI's wind-down of self-serve fine-tuning, and the shutdown of the models it fine-tunes (a
+# fine-tuned model stops answering the day its base model shuts down). Source: OpenAI's
+# deprecations page, https://developers.openai.com/api/docs/deprecations ("Update to OpenAI's
+# self-serve fine-tuning", notified 2026-05-07, and the model shutdown table), read 2026-12-04:
+# the fine-tuning dates and gpt-4o / gpt-4.1 as issue 12 quotes the page; the mini models and the
+# 2026-10-23 batch as dated copies of that table give them (Oct 2026). OpenAI may move these:
+# override with FTBOT_OPENAI_FINE_TUNING_ENDS and FTBOT_OPENAI_RETIREMENTS.
+SHUTDOWN_DATES_AS_OF = "2026-12-04"
+SHUTDOWN_DATES_SOURCE = "https://developers.openai.com/api/docs/deprecations"
+#: Organisations that had never fine-tuned were refused from this day...
+NEW_ORGANISATIONS_REFUSED_FROM = date(2026, 5, 7)
+#: ...and those with no use of a fine-tuned model in the last 60 days from this one.
+INACTIVE_ORGANISATIONS_REFUSED_FROM = date(2026, 7, 2)
+#: From this day no organisation can create new fine-tuning jobs.
+FINE_TUNING_ENDS = date(2027, 1, 6)
+#: Model family (or exact snapshot) -> the day it and every fine-tune of it stop answering.
+RETIREMENTS: Mapping[str, date] = MappingProxyType(
+    {
+        "gpt-4o": date(2027, 1, 14),
+        "gpt-4o-mini": date(2027, 1, 14),
+        "gpt-4.1": date(2027, 1, 14),
+        "gpt-4.1-mini": date(2027, 1, 14),
+        "gpt-4.1-nano": date(2026, 10, 23),
+        "gpt-4o-2024-05-13": date(2026, 10, 23),
+    }
+)
+
 OPENAI_MIN_EXAMPLES = 10
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 METADATA_KEY = "ftbot_job_id"
@@ -231,6 +269,111 @@ def training_price(model: str, overrides: Mapping[str, float] | None = None) -> 
     if family in TRAINING_PRICES_USD_PER_1M:
         return TRAINING_PRICES_USD_PER_1M[family], f"ftbot's price table of {PRICES_AS_OF}"
     return None, "no price known"
+
+
+def base_snapshot(model: str) -> str:
+    """The OpenAI base model a name stands on: ``ft:gpt-4o-2024-08-06:org::x`` ->
+    ``gpt-4o-2024-08-06``; any other name unchanged."""
+    name = model.strip()
+    return name[3:].split(":", 1)[0] if name.startswith("ft:") else name
+
+
+def fine_tuning_end(settings: Settings) -> date:
+    """The day from which OpenAI lets no organisation create fine-tuning jobs
+    (FTBOT_OPENAI_FINE_TUNING_ENDS, else :data:`FINE_TUNING_ENDS`)."""
+    return settings.openai_fine_tuning_ends or FINE_TUNING_ENDS
+
+
+def retirement_date(model: str, overrides: Mapping[str, date] | None = None) -> date | None:
+    """The day ``model`` (a base model, or a fine-tune: its base counts) stops answering, or None
+    when none is known. FTBOT_OPENAI_RETIREMENTS (``overrides``) wins over :data:`RETIREMENTS`;
+    within each, the exact snapshot wins over its family."""
+    snapshot = base_snapshot(model)
+    family = model_family(snapshot)
+    for table in (overrides or {}, RETIREMENTS):
+        for key in (snapshot, family):
+            if key in table:
+                return table[key]
+    return None
+
+
+def _days(count: int) -> str:
+    return _plural(count, "day")
+
+
+def fine_tuning_closed_message(ends: date) -> str:
+    """Why OpenAI creates no fine-tuning job for this organisation, and what to do instead: the
+    same words whether ftbot knows it from the date or OpenAI refused."""
+    return (
+        "OpenAI no longer lets this organisation create fine-tuning jobs: it is winding down "
+        "self-serve fine-tuning (closed to organisations that had never fine-tuned from "
+        f"{NEW_ORGANISATIONS_REFUSED_FROM}, to those with no use of a fine-tuned model in 60 days from "
+        f"{INACTIVE_ORGANISATIONS_REFUSED_FROM}, and to every organisation from {ends}). Models "
+        "fine-tuned earlier still answer until their base model retires. Fine-tune locally instead "
+        "(backend=local, or `ftbot run --backend local`)."
+    )
+
+
+FINE_TUNING_CLOSED = fine_tuning_closed_message(FINE_TUNING_ENDS)
+
+
+def check_fine_tuning_open(today: date, settings: Settings) -> None:
+    """Refuse a new OpenAI fine-tuning job on or after the day OpenAI stops creating them.
+
+    Raises:
+        BackendUnavailable: :func:`fine_tuning_closed_message`, pointing to the local backend.
+    """
+    ends = fine_tuning_end(settings)
+    if today >= ends:
+        raise BackendUnavailable(
+            fine_tuning_closed_message(ends),
+            hint="Start the job with backend=local to fine-tune on this machine.",
+        )
+
+
+def retired_message(model: str, retired_on: date) -> str:
+    """``model`` (a base model or a fine-tune of one) no longer answers: say since when and why."""
+    base = base_snapshot(model)
+    if model.strip().startswith("ft:"):
+        return (
+            f"The fine-tuned model {model} stands on {base}, which OpenAI retired on {retired_on}: "
+            "OpenAI no longer answers with either."
+        )
+    return f"OpenAI retired {base} on {retired_on}: neither it nor any fine-tune of it answers any more."
+
+
+def check_not_retired(model: str, today: date, settings: Settings) -> None:
+    """Refuse to use ``model`` on or after its retirement day (:func:`retirement_date`).
+
+    Raises:
+        BackendUnavailable: :func:`retired_message`, with what to do instead.
+    """
+    retired_on = retirement_date(model, settings.openai_retirements)
+    if retired_on is not None and today >= retired_on:
+        raise BackendUnavailable(
+            retired_message(model, retired_on),
+            hint="Fine-tune again locally (backend=local) and use that model, or choose another one "
+            "(`/finetune models`, `ftbot models`).",
+        )
+
+
+def shutdown_notice(model: str, today: date, settings: Settings) -> str | None:
+    """What a new OpenAI job must know before it starts, or None: the day new fine-tuning jobs end
+    (and the days left), and the day ``model`` and the fine-tune made from it stop answering."""
+    parts: list[str] = []
+    ends = fine_tuning_end(settings)
+    if today < ends:
+        parts.append(
+            f"New OpenAI fine-tuning jobs end on {ends} ({_days((ends - today).days)} left): from then "
+            "on fine-tune locally (backend=local)."
+        )
+    retired_on = retirement_date(model, settings.openai_retirements)
+    if retired_on is not None and today < retired_on:
+        parts.append(
+            f"OpenAI retires {base_snapshot(model)} and every fine-tune of it on {retired_on} "
+            f"({_days((retired_on - today).days)} left): the model this job makes stops answering then."
+        )
+    return " ".join(parts) or None
 
 
 @dataclass(frozen=True)
@@ -420,12 +563,6 @@ def poll_delay(
 # Error translation
 # --------------------------------------------------------------------------------------------
 
-FINE_TUNING_CLOSED = (
-    "OpenAI did not let this organisation create a fine-tuning job. OpenAI is winding down "
-    "self-serve fine-tuning: it is closed to new users, and organisations that used it before "
-    "lose job creation in early 2027. Models fine-tuned earlier still answer. Fine-tune locally "
-    "instead (backend=local, or `ftbot run --backend local`)."
-)
 _CLOSED_PATTERN = re.compile(
     r"no longer|not (?:be )?(?:allowed|permitted|eligible|enabled)|do(?:es)? not have access|"
     r"wind(?:ing)?[- ]down|self-serve|not available to (?:your|this)",
@@ -504,11 +641,28 @@ def _is_fine_tuning_closed(exc: openai.APIStatusError) -> bool:
     return "fine-tun" in message.lower() and bool(_CLOSED_PATTERN.search(message))
 
 
+_RETIRED_PATTERN = re.compile(
+    r"has been deprecated|shut ?down|been retired|no longer (?:available|supported)", re.I
+)
+
+
+def _is_retired_model(exc: openai.APIStatusError) -> bool:
+    """OpenAI's answer for a model it shut down (404 ``model_not_found``, "The model `x` has
+    been deprecated, learn more here: .../deprecations")."""
+    return exc.status_code in (400, 404) and bool(_RETIRED_PATTERN.search(_remote_message(exc)))
+
+
 def translate_error(
-    exc: BaseException, *, action: str, model: str | None = None, fine_tuning: bool = False
+    exc: BaseException,
+    *,
+    action: str,
+    model: str | None = None,
+    fine_tuning: bool = False,
+    fine_tuning_ends: date = FINE_TUNING_ENDS,
 ) -> FtbotError:
     """An ``openai`` exception as an engine error whose message says what to do. Never includes
-    the API key (OpenAI's own 401 message shows part of it, so it is not repeated)."""
+    the API key (OpenAI's own 401 message shows part of it, so it is not repeated).
+    ``fine_tuning_ends`` is the date the fine-tuning refusal names (settings may move it)."""
     if isinstance(exc, FtbotError):
         return exc
     if isinstance(exc, openai.AuthenticationError):
@@ -546,7 +700,16 @@ def translate_error(
                 f"gpt-4.1-mini-2025-04-14 or gpt-4o-mini-2024-07-18; families: {known}).",
             )
         if fine_tuning and _is_fine_tuning_closed(exc):
-            return RemoteError(f"{FINE_TUNING_CLOSED} OpenAI said: {said}.", code="fine_tuning_unavailable")
+            return RemoteError(
+                f"{fine_tuning_closed_message(fine_tuning_ends)} OpenAI said: {said}.",
+                code="fine_tuning_unavailable",
+            )
+        if model and not fine_tuning and _is_retired_model(exc):
+            return RemoteError(
+                f"OpenAI has retired {model}: it answers no more (OpenAI said: {said}).",
+                code="model_retired",
+                hint="Fine-tune again locally (backend=local) and use that model, or choose another one.",
+            )
         if isinstance(exc, openai.PermissionDeniedError):
             return RemoteError(
                 f"OpenAI refused (HTTP 403) while {action}: {said}.", code=exc.code or "permission_denied"
@@ -860,7 +1023,7 @@ class OpenAIFineTuner:
                 return self._client.fine_tuning.jobs.create(**params)
             except openai.RateLimitError as exc:
                 if exc.code in _NO_RETRY_429 or attempt + 1 >= self._max_attempts:
-                    raise translate_error(exc, action=action, model=model, fine_tuning=True) from exc
+                    raise self._job_error(exc, action, model) from exc
                 wait = _retry_after(exc) or self._backoff(attempt)
             except _TRANSIENT as exc:
                 # The request may have reached OpenAI although the answer did not reach us.
@@ -872,12 +1035,23 @@ class OpenAIFineTuner:
                         retry_transient=True,
                     )
                 if attempt + 1 >= self._max_attempts:
-                    raise translate_error(exc, action=action, model=model, fine_tuning=True) from exc
+                    raise self._job_error(exc, action, model) from exc
                 wait = self._backoff(attempt)
             except openai.OpenAIError as exc:
-                raise translate_error(exc, action=action, model=model, fine_tuning=True) from exc
+                raise self._job_error(exc, action, model) from exc
             self._sleep(wait)
             attempt += 1
+
+    def _job_error(self, exc: BaseException, action: str, model: str) -> FtbotError:
+        """A failed jobs.create in plain words; OpenAI's refusal to fine-tune names this
+        installation's end date (:func:`fine_tuning_end`)."""
+        return translate_error(
+            exc,
+            action=action,
+            model=model,
+            fine_tuning=True,
+            fine_tuning_ends=fine_tuning_end(self._settings),
+        )
 
     def _delete_file_quietly(self, file_id: str) -> None:
         # Cleanup only: a file left behind can be deleted by hand; never hide the real error.

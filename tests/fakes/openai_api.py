@@ -155,6 +155,9 @@ class FakeOpenAI:
         self.fine_tunable_models: frozenset[str] | None = DEFAULT_FINE_TUNABLE
         self.answer: Callable[[str, list[dict[str, Any]]], str] = self._default_answer
         self.models: set[str] = set()  # extra "ft:" models that chat completions know (add_model)
+        # Base models OpenAI has shut down: chat completions with them, or with a fine-tune of
+        # them, get OpenAI's 404 for a retired model.
+        self.retired_models: set[str] = set()
         self.send_usage = True
         self.finish_reason: str | None = None  # forced finish_reason of every completion
         self.first_byte_delay = 0.0  # seconds before a chat completion answers at all
@@ -512,6 +515,17 @@ class FakeOpenAI:
                 job.record["fine_tuned_model"] for job in self.jobs.values() if job.record["fine_tuned_model"]
             } | self.models
             completion_id = self._next_id("chatcmpl")
+        base = model[3:].split(":", 1)[0] if model.startswith("ft:") else model
+        if base in self.retired_models:
+            return (
+                404,
+                _error(
+                    f"The model `{model}` has been deprecated, learn more here: "
+                    "https://platform.openai.com/docs/deprecations",
+                    code="model_not_found",
+                ),
+                {},
+            )
         if model.startswith("ft:") and model not in known:
             return (
                 404,

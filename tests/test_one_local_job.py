@@ -12,6 +12,7 @@ flock when its holder dies), and the Engine's dispatcher in this process as ``ft
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -100,6 +101,26 @@ def processes() -> Iterator[list[CliProcess | subprocess.Popen]]:
             item.wait(10)
 
 
+class PausedWorker:
+    """The worker process of a running job, stopped with SIGSTOP until :meth:`resume`.
+
+    Whether a second process starts while the first job still trains must not depend on how fast
+    this machine trains builtin:tiny (early stopping can end a 30-epoch job in two epochs, before
+    a new Python process has imported torch): the test pauses the worker, waits for the second
+    process to say it is waiting, and lets the worker go on. The lock is held by the worker's
+    parent, so a paused worker still holds the host.
+    """
+
+    def __init__(self, engine: Engine, job_id: str) -> None:
+        wait_for(lambda: engine.job(job_id).worker_pid is not None, 60, f"job {job_id}'s worker")
+        self.pid = int(engine.job(job_id).worker_pid)  # type: ignore[arg-type]
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        with contextlib.suppress(ProcessLookupError):  # it may have ended already
+            os.kill(self.pid, signal.SIGCONT)
+
+
 def _steps(engine: Engine, job_id: str) -> list[ProgressEvent]:
     return [event for event in engine.events(job_id) if event.kind == "step"]
 
@@ -171,8 +192,14 @@ def test_two_ftbot_runs_on_one_home_train_one_after_the_other(
     first = CliProcess(settings.home, "run", str(long_data), "--epochs", "30", "--json")
     processes.append(first)
     first.wait_line("training [")  # the first one trains ...
-    second = CliProcess(settings.home, "run", str(short_data), "--epochs", "1", "--json")
-    processes.append(second)  # ... when the second one starts
+    with Engine(settings) as engine:
+        paused = PausedWorker(engine, engine.jobs()[0].id)
+    try:
+        second = CliProcess(settings.home, "run", str(short_data), "--epochs", "1", "--json")
+        processes.append(second)  # ... when the second one starts
+        second.wait_line("waiting:")
+    finally:
+        paused.resume()
 
     first_code, first_summary = first.finish()
     second_code, second_summary = second.finish()
@@ -287,8 +314,13 @@ def test_ftbot_run_waits_beside_a_serve_that_trains(
         served = engine.submit(record.hash, options={"epochs": "30"}, owner="U", team="T", channel="C")
         engine.start()
         wait_for(lambda: any(_steps(engine, served.id)), 120, "the bot's job to train")
-        run = CliProcess(settings.home, "run", str(short_data), "--epochs", "1", "--json")
-        processes.append(run)
+        paused = PausedWorker(engine, served.id)
+        try:
+            run = CliProcess(settings.home, "run", str(short_data), "--epochs", "1", "--json")
+            processes.append(run)
+            run.wait_line("waiting:")
+        finally:
+            paused.resume()
         code, summary = run.finish()
         assert code == 0, run.stderr[-3000:]
         assert engine.job(served.id).state is JobState.SUCCEEDED

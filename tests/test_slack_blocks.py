@@ -370,3 +370,19 @@ def test_only_mentions_the_bot_builds_from_slack_ids_survive() -> None:
         assert "<@U0OTHER1>" in text and "<!" not in text and "<http" not in text and "<#" not in text
     # A warning may quote anything (an OpenAI event message): no mention survives there.
     assert "<@" not in " ".join(_mrkdwn(blocks.alert("<@U0OTHER1> broke it", "flat_loss")))
+
+
+def test_an_error_that_names_its_lines_is_not_prefixed_again() -> None:
+    report = {
+        "ok": False,
+        "errors": [
+            {"line": 121, "code": "invalid_json", "message": "Lines 121, 122 and 3 more (5 lines): not JSON"},
+            {"line": 11, "code": "invalid_json", "message": "Line 11: a trailing comma before '}'"},
+            {"line": 7, "code": "bad_role", "message": "role 'assistent': did you mean 'assistant'?"},
+        ],
+        "warnings": [],
+        "stats": {"examples": 0},
+    }
+    text = json.dumps(blocks.validation_report(report, name="d.jsonl").blocks)
+    assert "line 121: Lines" not in text and "line 11: Line 11" not in text
+    assert "Lines 121, 122" in text and "line 7: role" in text

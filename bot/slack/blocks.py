@@ -226,9 +226,11 @@ def validation_report(
     blocks.append(fields_section(stat_fields))
     lines: list[str] = []
     if errors:
+        # A message that already names its lines (the same error on many lines, grouped by the
+        # validator: "Lines 11, 12, ... (1000 lines): ...") is shown as it is.
         shown = [
             f"• line {e['line']}: {escape(e.get('message', ''))}"
-            if e.get("line") is not None
+            if e.get("line") is not None and not str(e.get("message", "")).startswith(("Line ", "Lines "))
             else f"• {escape(e.get('message', ''))}"
             for e in errors[:max_items]
         ]

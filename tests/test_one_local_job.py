@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -114,7 +115,23 @@ class PausedWorker:
     def __init__(self, engine: Engine, job_id: str) -> None:
         wait_for(lambda: engine.job(job_id).worker_pid is not None, 60, f"job {job_id}'s worker")
         self.pid = int(engine.job(job_id).worker_pid)  # type: ignore[arg-type]
+        database = engine.settings.db_path
+        # A worker stopped inside a write transaction would hold the database's write lock and
+        # block the second process: stop it again until it is stopped outside one.
+        wait_for(lambda: self._stop_outside_a_write(database), 60, f"job {job_id}'s worker to pause")
+
+    def _stop_outside_a_write(self, database: Path) -> bool:
         os.kill(self.pid, signal.SIGSTOP)
+        connection = sqlite3.connect(str(database), timeout=0)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.rollback()
+            return True
+        except sqlite3.OperationalError:  # database is locked: it was writing
+            os.kill(self.pid, signal.SIGCONT)
+            return False
+        finally:
+            connection.close()
 
     def resume(self) -> None:
         with contextlib.suppress(ProcessLookupError):  # it may have ended already

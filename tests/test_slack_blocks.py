@@ -384,5 +384,5 @@ def test_an_error_that_names_its_lines_is_not_prefixed_again() -> None:
         "stats": {"examples": 0},
     }
     text = json.dumps(blocks.validation_report(report, name="d.jsonl").blocks)
-    assert "line 121: Lines" not in text and "line 11: Line 11" not in text
-    assert "Lines 121, 122" in text and "line 7: role" in text
+    assert "line 121: Lines" not in text and "Line 11" not in text
+    assert "Lines 121, 122" in text and "line 11: a trailing comma" in text and "line 7: role" in text

@@ -194,6 +194,16 @@ def model_note(model: str | None) -> str | None:
 # datasets
 
 
+def _error_line(error: Mapping[str, Any]) -> str:
+    """One validation error as a bullet's text, its line named once: the validator's messages may
+    already begin with ``Line N: `` (that prefix becomes ``line N: ``) or name many lines (the same
+    error grouped, "Lines 11, 12, ... (1000 lines): ...", shown as it is)."""
+    message, line = str(error.get("message", "")), error.get("line")
+    if line is None or message.startswith("Lines "):
+        return message
+    return f"line {line}: {message.removeprefix(f'Line {line}: ')}"
+
+
 def validation_report(
     report: Any, *, name: str, dataset_hash: str | None = None, max_items: int = 10
 ) -> Message:
@@ -226,14 +236,7 @@ def validation_report(
     blocks.append(fields_section(stat_fields))
     lines: list[str] = []
     if errors:
-        # A message that already names its lines (the same error on many lines, grouped by the
-        # validator: "Lines 11, 12, ... (1000 lines): ...") is shown as it is.
-        shown = [
-            f"• line {e['line']}: {escape(e.get('message', ''))}"
-            if e.get("line") is not None and not str(e.get("message", "")).startswith(("Line ", "Lines "))
-            else f"• {escape(e.get('message', ''))}"
-            for e in errors[:max_items]
-        ]
+        shown = [f"• {escape(_error_line(e))}" for e in errors[:max_items]]
         more = f"\n…and {len(errors) - max_items} more" if len(errors) > max_items else ""
         blocks.append(section(f"*Errors ({len(errors)})*\n" + "\n".join(shown) + more))
         lines.append(f"{len(errors)} error(s), first: {errors[0].get('message', '')}")

@@ -26,13 +26,14 @@ dataset validator uses, built from the base model's tokenizer), so this module n
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from engine.errors import UsageError
+from engine.messages import message_text
+from engine.messages import prompt_key as _prompt_key
 
 Message = Mapping[str, Any]
 TokenCounter = Callable[[list[dict[str, Any]]], int]
@@ -58,13 +59,13 @@ def split_example(messages: Sequence[Message]) -> tuple[list[dict[str, Any]], st
     """``(eval_prompt, reference)``: the messages before the last assistant turn, and its content.
 
     Raises :class:`UsageError` when there is no assistant turn or nothing before it. A reference
-    without text content (e.g. only tool calls) is the empty string.
+    without text content (e.g. only tool calls) is the empty string; content parts give their text
+    (:func:`engine.messages.message_text`).
     """
     i = _last_assistant(messages)
     if i == 0:
         raise UsageError("This example starts with the assistant's answer: there is no question to ask.")
-    content = messages[i].get("content")
-    return [dict(m) for m in messages[:i]], content if isinstance(content, str) else ""
+    return [dict(m) for m in messages[:i]], message_text(messages[i].get("content"))
 
 
 def eval_prompt(messages: Sequence[Message]) -> list[dict[str, Any]]:
@@ -86,12 +87,9 @@ def prompt_text(prompt: Sequence[Message]) -> str:
 
 
 def prompt_key(prompt: Sequence[Message]) -> str:
-    """A canonical string for a prompt's non-system messages (to keep eval prompts out of the shots)."""
-    return json.dumps(
-        [[m.get("role"), m.get("content")] for m in prompt if m.get("role") != "system"],
-        ensure_ascii=False,
-        sort_keys=True,
-    )
+    """The key of a prompt's non-system messages (to keep eval prompts out of the shots): "same
+    prompt" as :func:`engine.messages.prompt_key` defines it, system messages left out."""
+    return _prompt_key(prompt, system=False)
 
 
 def _turns(messages: Sequence[Message]) -> list[dict[str, Any]]:

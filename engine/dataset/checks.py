@@ -60,27 +60,23 @@ class Observed:
 
 
 class _Histogram:
-    """Exact min/median/p90/max of non-negative ints in memory bounded by the distinct values."""
+    """Exact min/median/p90/max of non-negative ints in memory bounded by the distinct values.
 
-    __slots__ = ("counts", "n", "total")
+    ``counts`` (value -> how often) is filled by the caller directly: no call per value."""
+
+    __slots__ = ("counts",)
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
-        self.n = 0
-        self.total = 0
-
-    def add(self, value: int) -> None:
-        counts = self.counts
-        counts[value] = counts.get(value, 0) + 1
-        self.n += 1
 
     def summary(self) -> dict[str, int] | None:
-        if not self.n:
+        if not self.counts:
             return None
         keys = sorted(self.counts)
+        n = sum(self.counts.values())
 
         def rank(num: int, den: int) -> int:  # nearest rank: smallest value with >= num/den of the data
-            need = max(1, -(-num * self.n // den))
+            need = max(1, -(-num * n // den))
             seen = 0
             for k in keys:
                 seen += self.counts[k]
@@ -107,13 +103,12 @@ class _Lines:
 
 
 class ExampleCount:
-    """How many usable examples: ``too_few_examples`` (an error), ``few_examples`` (a warning)."""
+    """How many usable examples: ``too_few_examples`` (an error), ``few_examples`` (a warning).
+
+    The driver counts (``n += 1`` per usable example: the one check too small to be worth a call)."""
 
     def __init__(self) -> None:
         self.n = 0
-
-    def observe(self, example: Observed) -> None:
-        self.n += 1
 
     def errors(self, *, nonblank: int, explained: bool, bad_lines: int) -> list[tuple[str, str]]:
         """``(code, message)`` of the file's errors: ``empty_file`` when it has no non-blank line,
@@ -173,7 +168,9 @@ class Sizes:
     def observe(self, example: Observed) -> None:
         total = (example.size + 3) // 4
         answer = (example.answer_bytes + 3) // 4
-        self.messages.add(len(example.messages))
+        messages = self.messages.counts
+        n_messages = len(example.messages)
+        messages[n_messages] = messages.get(n_messages, 0) + 1
         if self.token_counter is not None:
             try:
                 total = int(self.token_counter(example.messages))
@@ -187,8 +184,9 @@ class Sizes:
                 # A tokenizer or chat template that chokes on one example must not stop the rest;
                 # that example keeps its estimate and the report says so.
                 self.failures.add(example.line)
-        self.tokens.add(total)
-        self.answer_tokens.add(answer)
+        tokens, answer_tokens = self.tokens.counts, self.answer_tokens.counts
+        tokens[total] = tokens.get(total, 0) + 1
+        answer_tokens[answer] = answer_tokens.get(answer, 0) + 1
         self.total_tokens += total
         if total > self.max_length:
             self.training_tokens += self.max_length

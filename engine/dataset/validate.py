@@ -117,7 +117,7 @@ def validate_stream(
     bad = _LineErrors(errors, _sniff_mistake(stream))
     count, sizes, repeats = ExampleCount(), Sizes(max_length, token_counter), Repeats(stream)
     last_not_assistant, systems, task = LastNotAssistant(), SystemPrompts(), Task()
-    observers = [c.observe for c in (count, sizes, last_not_assistant, repeats, systems, task)]
+    observers = [c.observe for c in (sizes, last_not_assistant, repeats, systems, task)]
     nonblank = 0
     line = 0  # after the loop: the file's last line (whole-file messages say where they reach)
     for line, raw, size in _iter_raw_lines(stream, MAX_LINE_BYTES):
@@ -143,6 +143,7 @@ def validate_stream(
         if problems:
             bad.add(line, problems, text)
             continue
+        count.n += 1
         example = Observed(line, size, obj["messages"], answer_index, answer_bytes, key_parts)
         for observe in observers:
             observe(example)

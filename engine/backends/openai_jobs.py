@@ -24,7 +24,7 @@ one stopped. The clock and the sleep are injected (tests drive a fake server and
         cancelled -> cancelled.
 
     jobs.follow(remote_id, sink, cursor=None, *, job_id=None, should_stop=None,
-                max_seconds=None) -> PollResult     a blocking loop over poll() for the CLI.
+                max_seconds=None) -> PollResult     a blocking loop over poll(), sleeping between polls.
     jobs.cancel(remote_id) -> str                    OpenAI's status after the request.
     jobs.find_remote_job(job_id) -> str | None       the remote job whose metadata names job_id.
 """

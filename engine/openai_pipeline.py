@@ -2,9 +2,9 @@
 
 :class:`OpenAIPipeline` is created by :class:`~engine.service.Engine` and registered as
 ``engine.backend_runners["openai"]`` (and ``engine.ask_remote`` for OpenAI models). It never
-imports ``openai``: the remote work goes through :class:`engine.backends.openai_ft.OpenAIFineTuner`
+imports ``openai``: the remote work goes through :class:`engine.backends.openai_tuner.OpenAIFineTuner`
 (imported lazily, so ``import engine`` stays light), built on ``Engine(openai_client=...)`` or on
-:func:`engine.backends.openai_ft.make_client` (``BackendUnavailable`` without OPENAI_API_KEY).
+:func:`engine.backends.openai_client.make_client` (``BackendUnavailable`` without OPENAI_API_KEY).
 
 There is no GPU work and no child process: every job is driven by one **poller** registered with
 the engine's scheduler (``Scheduler.add_poller``: an APScheduler interval job, every
@@ -14,7 +14,7 @@ poller (:meth:`OpenAIPipeline.recover`, called by ``Engine.start``):
 
 0. **check** (:meth:`OpenAIPipeline.check`, inside ``Engine.submit`` before the job is stored;
    what it raises refuses the job, and nothing is stored): OpenAI still creates fine-tuning jobs
-   (before ``openai_ft.FINE_TUNING_ENDS``, FTBOT_OPENAI_FINE_TUNING_ENDS), a client can be made
+   (before ``openai_dates.FINE_TUNING_ENDS``, FTBOT_OPENAI_FINE_TUNING_ENDS), a client can be made
    (OPENAI_API_KEY), the base model is an OpenAI model (``builtin:tiny`` or no choice means
    :data:`DEFAULT_BASE_MODEL`) and has not retired. "Today" comes from the injected ``today``
    (default: the engine's clock), so tests stand on either side of each date.
@@ -22,7 +22,7 @@ poller (:meth:`OpenAIPipeline.recover`, called by ``Engine.start``):
    data and estimate the cost: a ``preflight`` event
    whose data is ``CostEstimate.to_dict()`` (plus ``tokens``/``cost_usd`` for the cards), led by
    the shutdown notice while there is one (the days left to create OpenAI fine-tuning jobs, and
-   when the base model and its fine-tunes stop answering: ``openai_ft.shutdown_notice``). Above
+   when the base model and its fine-tunes stop answering: ``openai_dates.shutdown_notice``). Above
    ``settings.openai_confirm_usd`` (or when the price is unknown) the job stays queued with
    ``result["awaiting_confirmation"]`` until ``Engine.confirm`` (the Slack button, ``--yes``).
    A problem found here fails the job and is raised to the caller.
@@ -36,7 +36,7 @@ poller (:meth:`OpenAIPipeline.recover`, called by ``Engine.start``):
    follows it instead of creating a second one (``tuner.start`` also finds a job by its metadata).
    Then one ``tuner.poll`` per tick, the opaque cursor stored in ``result["openai_cursor"]``, its
    events stored like the local worker's; a poll that did not get through backs off with
-   :func:`~engine.backends.openai_ft.poll_delay`. OpenAI's ``failed`` fails the job with its error
+   :func:`~engine.backends.openai_events.poll_delay`. OpenAI's ``failed`` fails the job with its error
    in plain words; ``cancelled`` on OpenAI's side cancels it.
 5. **evaluating**: the ``ft:`` model on the same prompts, then ``engine.pipeline.finish_evaluation`` (the same
    report, verdict, predictions JSONL, evaluation chart and promotion rule as local jobs); the
@@ -47,7 +47,7 @@ Cancel (``Engine.cancel`` -> :meth:`OpenAIPipeline.on_cancel`) asks OpenAI to ca
 job; if that request fails the poller keeps trying and an alert says so.
 
 Failures: a step's error fails the job with its message and hint (plain words, from
-``openai_ft``'s translation). Trouble that may pass (network, 5xx, 429, an unexpected exception)
+``openai_errors``' translation). Trouble that may pass (network, 5xx, 429, an unexpected exception)
 while creating, following or evaluating a remote job is retried :data:`MAX_RETRIES` times with
 backoff first; a missing API key after the remote job exists never fails the job (an alert says
 so; the job is followed again when the bot runs with a key). ``Engine.run_job`` drives an OpenAI job in
@@ -103,7 +103,8 @@ from engine.scheduler import relay_events
 from engine.store import ModelRecord
 
 if TYPE_CHECKING:
-    from engine.backends.openai_ft import OpenAIFineTuner, PollResult
+    from engine.backends.openai_events import PollResult
+    from engine.backends.openai_tuner import OpenAIFineTuner
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def is_openai_model(name: str | None) -> bool:
     have no local tokenizer and are answered through chat completions."""
     if not name:
         return False
-    from engine.backends.openai_ft import looks_like_openai_model
+    from engine.backends.openai_models import looks_like_openai_model
 
     return looks_like_openai_model(name)
 
@@ -236,10 +237,10 @@ class OpenAIPipeline:
         """
         with self._lock:
             if self._tuner is None:
-                from engine.backends import openai_ft
+                from engine.backends import openai_client, openai_tuner
 
-                client = self.engine.openai_client or openai_ft.make_client(self.settings)
-                self._tuner = openai_ft.OpenAIFineTuner(
+                client = self.engine.openai_client or openai_client.make_client(self.settings)
+                self._tuner = openai_tuner.OpenAIFineTuner(
                     client, settings=self.settings, clock=self._clock, sleep=self._sleep
                 )
             return self._tuner
@@ -258,14 +259,14 @@ class OpenAIPipeline:
                 there is no API key, or the base model has retired.
             UsageError: the base model is not an OpenAI model.
         """
-        from engine.backends import openai_ft
+        from engine.backends import openai_dates, openai_models
 
         today = self.today()
-        openai_ft.check_fine_tuning_open(today, self.settings)
+        openai_dates.check_fine_tuning_open(today, self.settings)
         self.tuner()  # BackendUnavailable without OPENAI_API_KEY
         base_model = self.base_model_for(job)
-        openai_ft.check_base_model(base_model)
-        openai_ft.check_not_retired(base_model, today, self.settings)
+        openai_models.check_base_model(base_model)
+        openai_dates.check_not_retired(base_model, today, self.settings)
 
     @staticmethod
     def base_model_for(job: Job) -> str:
@@ -287,7 +288,7 @@ class OpenAIPipeline:
         self.watch(job.id)
 
     def _prepare(self, job: Job) -> None:
-        from engine.backends import openai_ft
+        from engine.backends import openai_dates, openai_models
         from engine.config import TrainConfig
 
         config = TrainConfig.from_dict(job.config)
@@ -301,19 +302,19 @@ class OpenAIPipeline:
                 data={"notify": True},
             )
         job = ctx.job
-        openai_ft.check_base_model(job.base_model)
+        openai_models.check_base_model(job.base_model)
         tuner = self.tuner()
         data = prepare_data(ctx)  # queued: only reads and splits, records nothing
-        if len(data.train) < openai_ft.OPENAI_MIN_EXAMPLES:
+        if len(data.train) < openai_models.OPENAI_MIN_EXAMPLES:
             raise UsageError(
-                f"OpenAI needs at least {openai_ft.OPENAI_MIN_EXAMPLES} training examples; this dataset has "
+                f"OpenAI needs at least {openai_models.OPENAI_MIN_EXAMPLES} training examples; this dataset has "
                 f"{len(data.train)} left after holding out {len(data.eval)} for evaluation.",
                 hint="Add more examples, or give a separate eval file.",
             )
         estimate = tuner.estimate(data.train, job.base_model, epochs=config.n_epochs)
         confirmed = bool(job.result.get("confirmed"))
         waiting = estimate.confirmation_required and not confirmed
-        notice = openai_ft.shutdown_notice(job.base_model, self.today(), self.settings)
+        notice = openai_dates.shutdown_notice(job.base_model, self.today(), self.settings)
         details = {
             **estimate.to_dict(),
             "backend": BACKEND,
@@ -339,11 +340,11 @@ class OpenAIPipeline:
     def _shutdown_dates(self, base_model: str) -> dict[str, Any]:
         """The pre-flight's dates: when OpenAI stops creating fine-tuning jobs and when this base
         model retires (ISO dates), with the days left from today."""
-        from engine.backends import openai_ft
+        from engine.backends import openai_dates
 
         today = self.today()
-        ends = openai_ft.fine_tuning_end(self.settings)
-        retires = openai_ft.retirement_date(base_model, self.settings.openai_retirements)
+        ends = openai_dates.fine_tuning_end(self.settings)
+        retires = openai_dates.retirement_date(base_model, self.settings.openai_retirements)
         return {
             "openai_fine_tuning_ends": ends.isoformat(),
             "openai_fine_tuning_days_left": max(0, (ends - today).days),
@@ -684,10 +685,10 @@ class OpenAIPipeline:
         return generate
 
     def _token_counter(self) -> Callable[[list[dict[str, Any]]], int]:
-        from engine.backends import openai_ft
+        from engine.backends import openai_costs
 
-        counter = openai_ft.default_token_counter()
-        return lambda messages: openai_ft.count_example_tokens(messages, counter)
+        counter = openai_costs.default_token_counter()
+        return lambda messages: openai_costs.count_example_tokens(messages, counter)
 
     def _baseline(self, ctx: JobContext, data: EvalData) -> dict[str, Any]:
         if ctx.job.state is JobState.BASELINE and not (ctx.job.result.get("versions") or {}).get("openai"):
@@ -705,12 +706,12 @@ class OpenAIPipeline:
         )
 
     def _start_remote(self, ctx: JobContext, data: EvalData) -> None:
-        from engine.backends import openai_ft
+        from engine.backends import openai_dates
 
         job = ctx.job
         # A job checked before the end date may reach this step after it (a late confirmation, a
         # long baseline): fail it in plain words rather than upload files OpenAI will not train on.
-        openai_ft.check_fine_tuning_open(self.today(), self.settings)
+        openai_dates.check_fine_tuning_open(self.today(), self.settings)
         config = self._config(ctx)
         train_path = _write_jsonl(ctx.dir / "openai-train.jsonl", data.train)
         eval_path = _write_jsonl(ctx.dir / "openai-eval.jsonl", data.eval)
@@ -776,7 +777,7 @@ class OpenAIPipeline:
         """OpenAI names lines of the file ftbot uploaded (the training split, or the eval split
         as the validation file); say which line of the user's own file that is."""
         from engine import dataset
-        from engine.backends.openai_ft import named_line
+        from engine.backends.openai_errors import named_line
 
         line = named_line(error)
         if line is None:
@@ -801,7 +802,7 @@ class OpenAIPipeline:
         return f" (Line {line} of the {what} ftbot sent to OpenAI is line {found} of {record.name}.)"
 
     def _backoff(self, job_id: str, retry_after: float | None, *, failures: int | None = None) -> None:
-        from engine.backends.openai_ft import poll_delay
+        from engine.backends.openai_events import poll_delay
 
         with self._lock:
             count = failures if failures is not None else self._failures.get(job_id, 0) + 1
@@ -880,7 +881,7 @@ class OpenAIPipeline:
         models are asked at once, each within the limit, so the whole call takes about the limit
         at most (``Engine.ask``'s callers wait the limit + 30 s).
 
-        A model whose base model has retired (on or after its date in ``openai_ft.RETIREMENTS``
+        A model whose base model has retired (on or after its date in ``openai_dates.RETIREMENTS``
         or FTBOT_OPENAI_RETIREMENTS) is not asked: OpenAI would only answer with an error.
 
         Raises:
@@ -889,7 +890,8 @@ class OpenAIPipeline:
             RemoteError: OpenAI refused or failed before any text came (after retries that fit
                 in the time limit)."""
         from engine.backends.local_serving import Answer, cut_note
-        from engine.backends.openai_ft import check_not_retired, estimate_tokens
+        from engine.backends.openai_costs import estimate_tokens
+        from engine.backends.openai_dates import check_not_retired
 
         if record.kind != BACKEND:
             raise BackendUnavailable(f"Model {record.id} is not an OpenAI model.")

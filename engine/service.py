@@ -347,7 +347,7 @@ class Engine:
 
         FTBOT_BASE_MODELS when set: its OpenAI names (``gpt-...``) for backend=openai, the others
         for the local backend. Unset: FTBOT_BASE_MODEL and the builtin models for the local
-        backend; for OpenAI the model families of the price table (``openai_ft``, plus
+        backend; for OpenAI the model families of the price table (``openai_costs``, plus
         FTBOT_OPENAI_PRICES) that have not retired today. An OpenAI family (``gpt-4o-mini``)
         allows each of its dated snapshots (``gpt-4o-mini-2024-07-18``), never a fine-tune
         (``ft:...``). The default base model of the backend is always allowed: it is what a job
@@ -379,12 +379,12 @@ class Engine:
 
     def _openai_price_families(self) -> list[str]:
         """The OpenAI model families with a known training price, without those retired today."""
-        from engine.backends import openai_ft
+        from engine.backends import openai_costs, openai_dates
         from engine.openai_pipeline import is_openai_model
 
         today = self.openai.today()
         names = sorted(
-            {*openai_ft.TRAINING_PRICES_USD_PER_1M, *self.settings.openai_training_prices}, key=str.lower
+            {*openai_costs.TRAINING_PRICES_USD_PER_1M, *self.settings.openai_training_prices}, key=str.lower
         )
         return [
             name
@@ -392,7 +392,7 @@ class Engine:
             if is_openai_model(name)
             and not name.startswith("ft:")
             and not (
-                (retired := openai_ft.retirement_date(name, self.settings.openai_retirements))
+                (retired := openai_dates.retirement_date(name, self.settings.openai_retirements))
                 and today >= retired
             )
         ]
@@ -816,7 +816,7 @@ def _is_allowed(name: str, allowed: tuple[str, ...], *, openai: bool) -> bool:
         return True
     if not openai or name.startswith("ft:"):
         return False
-    from engine.backends.openai_ft import model_family
+    from engine.backends.openai_models import model_family
 
     return model_family(name) in allowed
 

@@ -32,7 +32,7 @@ class Settings:
     openai_confirm_usd: float = 5.0
     # Overrides of the built-in price table: model name -> USD per 1M training tokens.
     openai_training_prices: Mapping[str, float] = field(default_factory=dict)
-    # Overrides of OpenAI's dated shutdown table (engine/backends/openai_ft.py): the day from which
+    # Overrides of OpenAI's dated shutdown table (engine/backends/openai_dates.py): the day from which
     # no organisation can create fine-tuning jobs (None: the table's), and model (family or
     # snapshot) -> the day it and its fine-tunes stop answering.
     openai_fine_tuning_ends: date | None = None

@@ -23,7 +23,12 @@ HEAVY_ML = {
 }
 # library -> the only modules that may import it
 OWNERS: dict[str, set[str]] = {
-    "openai": {"engine.backends.openai_ft"},
+    "openai": {
+        "engine.backends.openai_chat",
+        "engine.backends.openai_client",
+        "engine.backends.openai_errors",
+        "engine.backends.openai_jobs",
+    },
     "sqlite_utils": {"engine.store.db", "engine.store.migrations"},
     "apscheduler": {"engine.scheduler"},
     "matplotlib": {"engine.charts"},

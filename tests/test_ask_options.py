@@ -31,7 +31,7 @@ from bot.slack.app import create_app, make_client
 from bot.slack.parse import AskRequest, HelpRequest, ParseError, parse_ask
 from bot.slack.progress import JobCards
 from engine import Engine, ModelRecord, Settings, Store, UsageError
-from engine.backends.openai_ft import estimate_tokens
+from engine.backends.openai_costs import estimate_tokens
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_requests import CHANNEL, FORM, TEAM, bot_env, command_body, signed_request
@@ -240,7 +240,7 @@ def test_slack_ask_bad_values_are_refused_privately_at_once(capped: Settings, sl
 @pytest.fixture
 def oa_settings(capped: Settings, fake: FakeOpenAI) -> Settings:
     fake.add_model(FT_MODEL)
-    # gpt-4o-mini retires on 2027-01-14 (engine/backends/openai_ft.py): these tests are about /ask's
+    # gpt-4o-mini retires on 2027-01-14 (engine/backends/openai_dates.py): these tests are about /ask's
     # options, not the calendar, so the base stays alive whatever day they run.
     return replace(
         capped, openai_api_key="test", openai_base_url=fake.url + "/v1", openai_retirements=FAR_RETIREMENT
@@ -261,7 +261,8 @@ def _completion_requests(fake: FakeOpenAI) -> list[dict[str, Any]]:
 def test_the_tuner_reports_openai_finish_reason_and_usage_and_generate_keeps_texts(
     settings: Settings, fake: FakeOpenAI, ftime: Any
 ) -> None:
-    from engine.backends.openai_ft import Completion, OpenAIFineTuner
+    from engine.backends.openai_chat import Completion
+    from engine.backends.openai_tuner import OpenAIFineTuner
 
     tuner = OpenAIFineTuner(fake.client(), settings=settings, clock=ftime.clock, sleep=ftime.sleep)
     fake.answer = lambda model, messages: LONG if messages[-1]["content"] == "long" else "ok"

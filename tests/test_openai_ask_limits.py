@@ -24,7 +24,9 @@ from click.testing import CliRunner
 
 from bot.cli import main as cli
 from engine import Engine, GenerationError, ModelRecord, Settings
-from engine.backends.openai_ft import Completion, OpenAIFineTuner, estimate_tokens
+from engine.backends.openai_chat import Completion
+from engine.backends.openai_costs import estimate_tokens
+from engine.backends.openai_tuner import OpenAIFineTuner
 from engine.errors import RemoteError
 from engine.openai_pipeline import INTERRUPTED_NOTE, OpenAIPipeline
 from tests.fakes.clock import FakeTime

@@ -2,7 +2,7 @@
 
 OpenAI's deprecations page: from 2027-01-06 no organisation can create fine-tuning jobs; gpt-4o,
 gpt-4.1 (and their mini models) and every fine-tune of them stop answering on 2027-01-14. The
-backend knows the dates (a dated table in engine/backends/openai_ft.py, overridable like the
+backend knows the dates (a dated table in engine/backends/openai_dates.py, overridable like the
 prices) and the day is injected (``OpenAIPipeline.install(engine, today=...)``). The real Engine,
 SQLite and scheduler, the real ``openai`` client against the fake OpenAI server, and for the job's
 thread the real Bolt app with signed requests against the fake Slack Web API.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, JobState, Settings
-from engine.backends.openai_ft import FINE_TUNING_ENDS, fine_tuning_closed_message, retirement_date
+from engine.backends.openai_dates import FINE_TUNING_ENDS, fine_tuning_closed_message, retirement_date
 from engine.errors import BackendUnavailable, RemoteError
 from engine.openai_pipeline import OpenAIPipeline
 from engine.store import ModelRecord
@@ -275,7 +275,7 @@ def test_the_dated_table_and_its_overrides() -> None:
 def test_openais_refusal_names_the_end_date_of_the_settings(
     oa_settings: Settings, fake: FakeOpenAI, ftime: FakeTime, tmp_path: Path
 ) -> None:
-    from engine.backends.openai_ft import OpenAIFineTuner
+    from engine.backends.openai_tuner import OpenAIFineTuner
 
     fake.allow_fine_tuning = False
     moved = replace(oa_settings, openai_fine_tuning_ends=date(2027, 3, 1))

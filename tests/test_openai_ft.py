@@ -18,23 +18,25 @@ from typing import Any
 
 import pytest
 
-from engine.backends.openai_ft import (
+from engine.backends.openai_client import make_client
+from engine.backends.openai_costs import (
     ESTIMATED_COUNTER,
-    FINE_TUNING_CLOSED,
-    OpenAIFineTuner,
     TokenCounter,
     count_example_tokens,
     default_epochs,
     default_token_counter,
-    describe_job_error,
-    job_suffix,
-    looks_like_openai_model,
-    make_client,
-    model_family,
-    normalise_hyperparameters,
-    poll_delay,
     training_price,
 )
+from engine.backends.openai_dates import FINE_TUNING_CLOSED
+from engine.backends.openai_errors import describe_job_error
+from engine.backends.openai_events import poll_delay
+from engine.backends.openai_models import (
+    job_suffix,
+    looks_like_openai_model,
+    model_family,
+    normalise_hyperparameters,
+)
+from engine.backends.openai_tuner import OpenAIFineTuner
 from engine.errors import BackendUnavailable, RemoteError, UsageError
 from engine.progress import ListSink
 from engine.settings import Settings

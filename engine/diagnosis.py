@@ -374,4 +374,3 @@ def diagnose_exit(
         f"The worker stopped unexpectedly{during} (exit code {exit_code}).{detail}",
         "Start the job again; if it fails the same way, report it with the job id.",
     )
-

@@ -138,4 +138,3 @@ class HostLock:
             data = json.dumps(info).encode()
             os.ftruncate(handle.fileno(), 0)
             os.pwrite(handle.fileno(), data, 0)
-

@@ -15,6 +15,7 @@ def run_dir(settings: Settings, job_id: str) -> Path:
 
 
 def worker_log_path(settings: Settings, job_id: str) -> Path:
+    """The worker's stdout and stderr, appended across resumes (``<run dir>/worker.log``)."""
     return run_dir(settings, job_id) / "worker.log"
 
 
@@ -46,4 +47,3 @@ def remove_partial_files(settings: Settings, job_id: str) -> None:
     """Delete what a stopped job leaves half done: checkpoints and the adapter. Keeps the log."""
     for path in (checkpoints_dir(settings, job_id), adapter_dir(settings, job_id)):
         shutil.rmtree(path, ignore_errors=True)
-

@@ -276,7 +276,9 @@ class Relay:
             return
         self._delivered[job_id] = delivered
         _call(sink, "recall", [e for e in history if (e.seq or 0) <= delivered])
-        missed = [e for e in history if (e.seq or 0) > delivered and (before is None or (e.seq or 0) < before)]
+        missed = [
+            e for e in history if (e.seq or 0) > delivered and (before is None or (e.seq or 0) < before)
+        ]
         if not missed:
             return
         log.info("replaying %d event(s) of job %s", len(missed), job_id)

@@ -8,26 +8,21 @@ overlap, and coalesced).
 
 One tick:
 
-1. **Supervise** each worker. Exited while its job is not final: the job fails with the
-   cause in plain words (:func:`diagnose_exit`: a full disk, out of memory with the kernel's or
-   the worker's own evidence, killed from outside, crash) and a hint. Alive while its job is final
-   (someone cancelled it): SIGTERM, and SIGKILL after ``grace_seconds``. After a cancel, partial
-   files (checkpoints, the half-written adapter) go.
+1. **Supervise** each worker (engine/workers.py). Exited while its job is not final: the job
+   fails with the cause in plain words (:func:`~engine.diagnosis.diagnose_exit`: a full disk, out
+   of memory with the kernel's or the worker's own evidence, killed from outside, crash) and a
+   hint. Alive while its job is final (someone cancelled it): SIGTERM, and SIGKILL after
+   ``grace_seconds``. After a cancel, partial files (checkpoints, the half-written adapter) go.
 2. **Dispatch** the oldest queued local job when no local job is running anywhere on this host
    (one GPU, one job). The rule holds across processes (``ftbot serve``, ``ftbot chat``, each
-   ``ftbot run``) through :class:`HostLock`, an ``flock`` on ``FTBOT_HOME/local-job.lock`` that
-   the dispatcher takes before it claims a job and its worker inherits, so the kernel frees it when
-   the last of the two is gone (a crashed holder never blocks the host). Claiming is a
-   compare-and-set ``queued -> validating``, so two dispatchers never start the same job. Only
-   local jobs run in workers; OpenAI jobs are driven in this process by pollers (below), never by
-   the queue. ``ftbot run`` (:meth:`Dispatcher.run_foreground`) waits in the queue for the slot and
-   says which job holds it.
-3. **Relay** new events from SQLite (written by the workers) to each job's sink, through a
-   :class:`~engine.progress.ThrottledSink` per job. The relay cursor is kept in the database, so
-   events written while the bot was down reach their cards after a restart. The cursor says what
-   was *handed over*, not what reached the user: a sink that shows events on its own thread (the
-   Slack cards) keeps a per-job delivery record (``Engine.set_delivered_seq``) and replays what
-   it never showed after a restart (bot/slack/progress.py says why the relay is not the place).
+   ``ftbot run``) through :class:`~engine.hostlock.HostLock`, an ``flock`` on
+   ``FTBOT_HOME/local-job.lock`` that the dispatcher takes before it claims a job and its worker
+   inherits. Claiming is a compare-and-set ``queued -> validating``, so two dispatchers never start
+   the same job. Only local jobs run in workers; OpenAI jobs are driven in this process by pollers
+   (below), never by the queue. ``ftbot run`` (:meth:`Dispatcher.run_foreground`) waits in the
+   queue for the slot and says which job holds it.
+3. **Relay** new events from SQLite to the subscribed display (:class:`~engine.relay.Relay`: one
+   throttle and one delivery cursor per job, so a restart catches up without repeats).
 
 :class:`Scheduler` also runs **pollers** (:meth:`Scheduler.add_poller`): periodic work of backends
 driven in-process, such as the OpenAI pipeline (engine/openai_pipeline.py).
@@ -38,8 +33,8 @@ an active state whose worker is alive keeps being followed; one whose worker is 
 those steps simply run again), during training when a checkpoint exists, during evaluation when
 the adapter was saved. Otherwise it fails with a message that says what happened.
 
-The launch command is one function, :func:`launch_command`; a cluster scheduler (or
-``accelerate launch`` for several GPUs) replaces it, or the whole ``launcher`` callable.
+The launch command is one function, :func:`engine.workers.launch_command`; a cluster scheduler
+(or ``accelerate launch`` for several GPUs) replaces it, or the whole ``launcher`` callable.
 """
 
 from __future__ import annotations

@@ -544,11 +544,6 @@ class Engine:
         none was recorded (the job is not tracked)."""
         return self.store.delivered_seq(job_id)
 
-    def set_delivered_seq(self, job_id: str, seq: int) -> int:
-        """Record that ``job_id``'s events up to ``seq`` were shown (never moves back); the job is
-        tracked from then on. Returns the stored value."""
-        return self.store.set_delivered_seq(job_id, seq)
-
     def undelivered_jobs(self, *, limit: int = 200) -> list[Job]:
         """Tracked jobs with events after the one recorded as shown, oldest first."""
         return self.store.undelivered_jobs(limit=limit)

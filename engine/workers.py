@@ -164,4 +164,3 @@ def log_tail(path: Path | None, max_bytes: int = 20_000) -> str:
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - max_bytes))
         return f.read().decode("utf-8", "replace")
-

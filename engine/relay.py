@@ -181,10 +181,6 @@ class Relay:
                 stored = self.store.get_meta(RELAY_CURSOR_KEY)
                 self._cursor = int(stored) if stored and stored.isdigit() else self.store.event_feed_cursor()
 
-    @property
-    def subscribed(self) -> bool:
-        return self._sink_for is not None
-
     def refresh(self, job_id: str) -> None:
         """Build the job's sink again at its next event (its ``reply_to`` changed: the card moved).
         Safe to call from inside a sink, on any thread: it only leaves a note."""
@@ -258,8 +254,7 @@ class Relay:
                 self._after_shown(sink.inner, job_id, seq)
             if event.kind == "state" and JobState(event.data.get("state", "queued")).is_final:
                 sink.flush()
-                self._sinks.pop(job_id, None)
-                self._delivered.pop(job_id, None)
+                self._sinks.pop(job_id, None)  # its position stays: a later event is not replayed
 
     def _sync(self, job_id: str, *, before: int | None) -> None:
         """The job's first delivery in this process: read its cursor; the sink recalls the events

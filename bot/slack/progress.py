@@ -134,11 +134,12 @@ class JobCards:
         Returns ``{"team", "channel", "ts"}``, or None when the job has no channel (console jobs)
         or Slack refused the post.
         """
+        jobs = self.jobs
         with self._lock(job.id):
             where = self.reply_to(job)
-            if where is None and self.jobs is not None:
+            if where is None and jobs is not None:
                 # Another process (or an earlier bot) may have posted it: re-read the job.
-                fresh = _safe_engine(lambda: self.jobs.job(job.id, team=job.team or None))
+                fresh = _safe_engine(lambda: jobs.job(job.id, team=job.team or None))
                 if fresh is not None:
                     where = self.reply_to(fresh)
                     job = fresh
@@ -146,7 +147,7 @@ class JobCards:
                 return where
             if not job.channel or job.id in self._no_card:
                 return None
-            position = _safe_engine(lambda: self.jobs.queue_position(job.id)) if self.jobs else None
+            position = _safe_engine(lambda: jobs.queue_position(job.id)) if jobs is not None else None
             card = blocks.job_card(job, queue_position=position, dataset_name=dataset_name)
             resp = _safe(
                 "chat.postMessage (card)",
@@ -157,17 +158,17 @@ class JobCards:
                 return None
             where = {"team": job.team, "channel": str(resp["channel"]), "ts": str(resp["ts"])}
             self._reply_to[job.id] = where
-            if self.jobs is not None:
-                _safe_engine(lambda: self.jobs.set_reply_to(job.id, where))
+            if jobs is not None:
+                _safe_engine(lambda: jobs.set_reply_to(job.id, where))
             return where
 
     def update(self, job: Job, progress: blocks.JobProgress | None = None) -> None:
         where = self.reply_to(job)
         if where is None:
             return
-        position = None
-        if job.state == JobState.QUEUED and self.jobs is not None:
-            position = _safe_engine(lambda: self.jobs.queue_position(job.id))
+        position, jobs = None, self.jobs
+        if job.state == JobState.QUEUED and jobs is not None:
+            position = _safe_engine(lambda: jobs.queue_position(job.id))
         card = blocks.job_card(job, progress, queue_position=position)
         _safe(
             "chat.update (card)",
@@ -315,9 +316,9 @@ class SlackProgressSink:
             self.cards._forget(self)
 
     def _refresh_job(self) -> None:
-        engine = self.cards.jobs
-        if engine is not None:
-            fresh = _safe_engine(lambda: engine.job(self.job.id, team=self.job.team or None))
+        jobs = self.cards.jobs
+        if jobs is not None:
+            fresh = _safe_engine(lambda: jobs.job(self.job.id, team=self.job.team or None))
             if fresh is not None:
                 self.job = fresh
 
@@ -396,6 +397,7 @@ class SlackProgressSink:
         result: Mapping[str, Any] = job.result or {}
         promoted = result.get("promoted")
         report = None
-        if self.cards.jobs is not None and job.state == JobState.SUCCEEDED:
-            report = _safe_engine(lambda: self.cards.jobs.evaluation(job.id, team=job.team or None))
+        jobs = self.cards.jobs
+        if jobs is not None and job.state == JobState.SUCCEEDED:
+            report = _safe_engine(lambda: jobs.evaluation(job.id, team=job.team or None))
         self.cards.post_in_thread(job, blocks.final_summary(job, report, promoted=promoted), broadcast=True)

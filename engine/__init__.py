@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     "ListSink": "engine.progress",
     "CallbackSink": "engine.progress",
     "TeeSink": "engine.progress",
-    "ThrottledSink": "engine.progress",
+    "ThrottledSink": "engine.relay",
     # training configuration (H-train): pure
     "TrainConfig": "engine.config",
     "parse_options": "engine.config",

@@ -99,7 +99,7 @@ from engine.pipeline import (
     prepare_data,
 )
 from engine.progress import ProgressEvent, utcnow
-from engine.scheduler import relay_events
+from engine.relay import relay_events
 from engine.store import ModelRecord
 
 if TYPE_CHECKING:

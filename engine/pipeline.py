@@ -34,8 +34,8 @@ from typing import Any
 
 from engine.errors import DatasetNotFound, FtbotError, InvalidTransition, JobNotFound, UsageError
 from engine.jobs import Job, JobState
+from engine.paths import run_dir
 from engine.progress import ProgressEvent, utcnow
-from engine.scheduler import run_dir
 from engine.settings import Settings
 from engine.store import PROMOTION_RULE, DefaultChoice, ModelRecord, Store
 

@@ -1,7 +1,7 @@
 """Progress events and the sinks that carry them. Pure: stdlib only.
 
 A job's heavy steps (in the worker process) emit :class:`ProgressEvent` values. The worker writes
-them to SQLite; the scheduler reads new ones and passes them to the job's sink (the Slack card, the
+them to SQLite; the relay (engine/relay.py) reads new ones and passes them to the job's sink (the Slack card, the
 console progress bar). The engine never knows what a sink does with them.
 
 Event kinds and what they carry (``metrics`` are numbers, ``data`` is any JSON-able mapping):
@@ -26,8 +26,7 @@ log            a plain message
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -138,54 +137,3 @@ class TeeSink:
     def emit(self, event: ProgressEvent) -> None:
         for sink in self.sinks:
             sink.emit(event)
-
-
-class ThrottledSink:
-    """Passes every event except ``step`` events, which it lets through at most once per
-    ``min_interval`` seconds (the latest one wins). Milestones are never dropped, and the last
-    pending step is delivered before any later milestone so the card never goes backwards.
-
-    Why: a Slack message may be edited about once a second per channel; a training loop logs
-    many steps per second on a small model.
-    """
-
-    def __init__(
-        self,
-        inner: ProgressSink,
-        *,
-        min_interval: float,
-        clock: Callable[[], float] = time.monotonic,
-        throttled_kinds: Iterable[str] = ("step",),
-    ) -> None:
-        self._inner = inner
-        self._min_interval = min_interval
-        self._clock = clock
-        self._kinds = frozenset(throttled_kinds)
-        self._last_sent: float | None = None
-        self._pending: ProgressEvent | None = None
-        self._lock = threading.Lock()
-
-    def emit(self, event: ProgressEvent) -> None:
-        with self._lock:
-            if event.kind in self._kinds:
-                now = self._clock()
-                if self._last_sent is None or now - self._last_sent >= self._min_interval:
-                    self._pending = None
-                    self._last_sent = now
-                    self._inner.emit(event)
-                else:
-                    self._pending = event
-                return
-            self._flush_locked()
-            self._inner.emit(event)
-
-    def flush(self) -> None:
-        """Deliver a pending throttled event, if any (call when a job ends)."""
-        with self._lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            self._last_sent = self._clock()
-            self._inner.emit(pending)

@@ -37,7 +37,7 @@ from engine.errors import (
 )
 from engine.jobs import ACTIVE_STATES, Job, JobState, new_job_id
 from engine.progress import ProgressEvent, ProgressSink, utcnow
-from engine.scheduler import Dispatcher, Launcher, Scheduler
+from engine.scheduler import Dispatcher, Scheduler
 from engine.settings import BUILTIN_SMOLLM2, BUILTIN_TINY, Settings
 from engine.store import (
     CHOICE_AUTO,
@@ -48,6 +48,7 @@ from engine.store import (
     ModelRecord,
     Store,
 )
+from engine.workers import Launcher
 
 SinkFactory = Callable[[Job], ProgressSink]
 
@@ -60,8 +61,8 @@ class Engine:
         store: an open :class:`Store` (default: the database under ``settings.home``).
         clock: the time source for jobs and events.
         openai_client: passed to the OpenAI backend (tests give one pointed at a fake server).
-        sink_for: ``job -> ProgressSink`` where the scheduler relays each job's events (the bot's
-            Slack card, the console). None: events are only stored.
+        sink_for: ``job -> ProgressSink`` where the relay shows each job's events (the bot's
+            Slack card); the same as :meth:`subscribe` later. None: events are only stored.
         launcher: how worker processes start (default: ``python -m engine.worker``).
         scheduler_interval: seconds between scheduler ticks.
         throttle_seconds: at most one ``step`` event per job per this many seconds reaches a sink.
@@ -114,6 +115,7 @@ class Engine:
         ``run_queue=False``: only the remote backends' pollers (a CLI following one remote job)."""
         self.scheduler.start(run_queue=run_queue)
         self.openai.recover()
+        self.dispatcher.relay.catch_up()  # what an earlier process was handed but never showed
         for hook in list(self._start_hooks):
             hook()
 
@@ -142,10 +144,14 @@ class Engine:
             return None
         return resolve_base_model(name, self.settings.builtin_dir, progress=progress)
 
+    def subscribe(self, sink_for: SinkFactory, *, min_interval: float | None = None) -> None:
+        """Show every job's events through ``sink_for(job)`` (see :meth:`engine.relay.Relay.subscribe`)."""
+        self.dispatcher.relay.subscribe(sink_for, min_interval=min_interval)
+
     def add_start_hook(self, hook: Callable[[], None]) -> None:
-        """Call ``hook`` each time the engine starts, once the scheduler runs: a display that
-        tracks what it has shown catches up there on what a previous process never showed (the
-        Slack cards, see :meth:`undelivered_jobs`). It must not block for long."""
+        """Call ``hook`` each time the engine starts, once the scheduler runs and the relay has
+        caught up on what a previous process never showed (see :meth:`undelivered_jobs`). It must
+        not block for long."""
         self._start_hooks.append(hook)
 
     def add_stop_hook(self, hook: Callable[[], None]) -> None:
@@ -528,23 +534,15 @@ class Engine:
     def set_reply_to(self, job_id: str, reply_to: Mapping[str, Any]) -> Job:
         """Record where the job's card lives (opaque to the engine) so progress survives restarts."""
         job = self.store.update_job(job_id, reply_to=dict(reply_to))
-        self.dispatcher.refresh_sink(job_id)
+        self.dispatcher.relay.refresh(job_id)
         return job
 
-    # A sink that shows events on its own thread (the Slack cards) is handed an event before it
-    # has shown it, so the relay's cursor cannot say what reached the user. Such a sink records
-    # per job how far it really got; after a restart it replays what it never showed and skips
-    # what it showed already (bot/slack/progress.py). The engine only keeps the number.
+    # The relay's delivery cursor per job (engine/relay.py keeps it; read here for tests and tools).
 
     def delivered_seq(self, job_id: str) -> int | None:
         """The last of ``job_id``'s events (its ``seq``) a display recorded as shown; None when
         none was recorded (the job is not tracked)."""
         return self.store.delivered_seq(job_id)
-
-    def set_delivered_seq(self, job_id: str, seq: int) -> int:
-        """Record that ``job_id``'s events up to ``seq`` were shown (never moves back); the job is
-        tracked from then on. Returns the stored value."""
-        return self.store.set_delivered_seq(job_id, seq)
 
     def undelivered_jobs(self, *, limit: int = 200) -> list[Job]:
         """Tracked jobs with events after the one recorded as shown, oldest first."""

@@ -50,8 +50,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.diagnosis import EXIT_STORAGE_FULL, OOM_HINT, storage_problem
 from engine.errors import BackendError, FtbotError, InvalidTransition, JobNotFound, ResourceExhausted
 from engine.jobs import Job, JobState
+from engine.paths import adapter_dir, checkpoints_dir, latest_checkpoint, remove_partial_files
 from engine.pipeline import (
     Cancelled,
     EvalData,
@@ -63,15 +65,6 @@ from engine.pipeline import (
     saved_baseline,
 )
 from engine.progress import format_duration, utcnow
-from engine.scheduler import (
-    EXIT_STORAGE_FULL,
-    OOM_HINT,
-    adapter_dir,
-    checkpoints_dir,
-    latest_checkpoint,
-    remove_partial_files,
-    storage_problem,
-)
 from engine.settings import Settings
 from engine.store import ModelRecord, Store
 

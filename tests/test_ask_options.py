@@ -83,8 +83,9 @@ class SlackHarness:
         self.slack = slack
         bot_settings = BotSettings.from_env(bot_env(slack))
         client = make_client(bot_settings)
-        cards = JobCards(client, min_interval=0.0)
-        self.engine = Engine(settings, sink_for=cards.sink_for)
+        self.engine = Engine(settings)
+        cards = JobCards(client, self.engine, min_interval=0.0)
+        self.engine.subscribe(cards.sink_for)
         self.app: App = create_app(self.engine, bot_settings, client=client, cards=cards)
 
     def ask(self, text: str) -> BoltResponse:

@@ -24,7 +24,8 @@ from bot.console import Console
 from engine import Engine, JobState, Settings
 from engine.errors import BackendUnavailable, PermissionDenied, UsageError
 from engine.openai_pipeline import OpenAIPipeline
-from engine.scheduler import WorkerProcess, worker_log_path
+from engine.paths import worker_log_path
+from engine.workers import WorkerProcess
 from tests.fakes.datasets import write_price_dataset
 from tests.fakes.openai_api import FakeOpenAI
 from tests.fakes.slack_api import FakeSlack

@@ -28,10 +28,11 @@ from pathlib import Path
 import pytest
 
 from engine.jobs import JobState
+from engine.paths import worker_log_path
 from engine.progress import ProgressEvent
-from engine.scheduler import WorkerProcess, worker_log_path
 from engine.service import Engine
 from engine.settings import Settings
+from engine.workers import WorkerProcess
 from tests.fakes.datasets import write_price_dataset
 from tests.fakes.waiting import wait_for
 

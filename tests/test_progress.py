@@ -4,7 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine.progress import ListSink, ProgressEvent, TeeSink, ThrottledSink
+from engine.progress import ListSink, ProgressEvent, TeeSink
+from engine.relay import ThrottledSink
 
 
 def step(n: int) -> ProgressEvent:

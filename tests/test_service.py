@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from engine.diagnosis import diagnose_exit
 from engine.errors import (
     ConfigError,
     DatasetError,
@@ -30,20 +31,13 @@ from engine.errors import (
     UsageError,
 )
 from engine.jobs import JobState
+from engine.paths import latest_checkpoint, worker_log_path
 from engine.progress import CallbackSink, ListSink, ProgressEvent
-from engine.scheduler import (
-    Dispatcher,
-    Launcher,
-    WorkerProcess,
-    diagnose_exit,
-    latest_checkpoint,
-    launch_command,
-    pid_alive,
-    worker_log_path,
-)
+from engine.scheduler import Dispatcher
 from engine.service import Engine, job_summary
 from engine.settings import Settings
 from engine.store import ModelRecord
+from engine.workers import Launcher, WorkerProcess, launch_command, pid_alive
 from tests.contract import RUN_JSON_KEYS
 from tests.fakes.datasets import write_price_dataset as write_dataset
 from tests.fakes.waiting import wait_for

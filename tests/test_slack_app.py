@@ -79,8 +79,9 @@ def make_harness(settings: Settings, slack: FakeSlack, **env: str) -> Harness:
         )
     )
     client = make_client(bot_settings)
-    cards = JobCards(client, min_interval=0.0)
-    engine = Engine(settings, sink_for=cards.sink_for)
+    engine = Engine(settings)
+    cards = JobCards(client, engine, min_interval=0.0)
+    engine.subscribe(cards.sink_for)
     app = create_app(engine, bot_settings, client=client, cards=cards)
     return Harness(slack, engine, app, bot_settings)
 
@@ -179,7 +180,7 @@ def test_uploads_are_remembered_across_a_restart(h: Harness) -> None:
     (record,) = h.engine.store.datasets(team="T0001")
     # A restart: a new app (empty in-memory state) on the same engine and store.
     client = make_client(h.settings)
-    h.app = create_app(h.engine, h.settings, client=client, cards=JobCards(client, min_interval=0.0))
+    h.app = create_app(h.engine, h.settings, client=client, cards=JobCards(client, h.engine, min_interval=0.0))
     # Slack delivers the same upload again (a retry that outlived the old process).
     assert h.dispatch(event_body(file_share_event(file), event_id="Ev00AGAIN1")).status == 200
     _quiet()

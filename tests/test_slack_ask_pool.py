@@ -82,8 +82,9 @@ def h(settings: Settings) -> Iterator[Harness]:
     with FakeSlack() as slack:
         bot_settings = BotSettings.from_env(bot_env(slack))
         client = make_client(bot_settings)
-        cards = JobCards(client, min_interval=0.0)
-        engine = Engine(replace(settings, ask_max_new_tokens=TOKENS), sink_for=cards.sink_for)
+        engine = Engine(replace(settings, ask_max_new_tokens=TOKENS))
+        cards = JobCards(client, engine, min_interval=0.0)
+        engine.subscribe(cards.sink_for)
         app = create_app(engine, bot_settings, client=client, cards=cards)
         try:
             yield Harness(slack, engine, app)

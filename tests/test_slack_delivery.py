@@ -26,7 +26,7 @@ from bot.settings import BotSettings
 from bot.slack.app import add_retry_handlers
 from bot.slack.progress import JobCards
 from engine import Engine, JobState, ProgressEvent, Settings
-from engine.scheduler import RELAY_CURSOR_KEY
+from engine.relay import RELAY_CURSOR_KEY
 from engine.store import Store
 from tests.fakes.datasets import write_price_dataset
 from tests.fakes.slack_api import FakeSlack
@@ -56,11 +56,10 @@ class Bot:
         client = WebClient(token=slack.bot_token, base_url=slack.api_url)
         add_retry_handlers(client)
         self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-cards")
-        self.cards = JobCards(client, min_interval=0.0, sender=self.sender)
-        self.engine = Engine(settings, sink_for=self.cards.sink_for)
+        self.engine = Engine(settings)
+        self.cards = JobCards(client, self.engine, min_interval=0.0, sender=self.sender)
+        self.engine.subscribe(self.cards.sink_for)
         self.engine.add_stop_hook(self.cards.drain)
-        self.engine.add_start_hook(self.cards.catch_up)
-        self.cards.bind(self.engine)
         self.store = self.engine.store
 
     def submit(self, tmp_path: Path) -> str:

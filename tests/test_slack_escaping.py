@@ -67,8 +67,9 @@ def running_bot(settings: Settings, **env: str) -> Iterator[Bot]:
     with FakeSlack() as slack:
         bot_settings = BotSettings.from_env(bot_env(slack, **env))
         client = make_client(bot_settings)
-        cards = JobCards(client, min_interval=0.0)
-        engine = Engine(settings, sink_for=cards.sink_for)
+        engine = Engine(settings)
+        cards = JobCards(client, engine, min_interval=0.0)
+        engine.subscribe(cards.sink_for)
         app = create_app(engine, bot_settings, client=client, cards=cards)
         try:
             yield Bot(slack, engine, app)

@@ -67,8 +67,9 @@ def h(settings: Settings, tmp_path: Path) -> Iterator[Harness]:
     with FakeSlack() as slack:
         bot_settings = BotSettings.from_env(bot_env(slack, FTBOT_MAX_UPLOAD_MB="1"))
         client = make_client(bot_settings)
-        cards = JobCards(client, min_interval=0.0)
-        engine = Engine(settings, sink_for=cards.sink_for)
+        engine = Engine(settings)
+        cards = JobCards(client, engine, min_interval=0.0)
+        engine.subscribe(cards.sink_for)
         work_dir = tmp_path / "uploads"
         app = create_app(engine, bot_settings, client=client, cards=cards, work_dir=work_dir)
         try:
@@ -237,8 +238,9 @@ def test_the_app_leaves_no_temporary_directory_behind(
     with FakeSlack() as slack:
         bot_settings = BotSettings.from_env(bot_env(slack))
         client = make_client(bot_settings)
-        cards = JobCards(client, min_interval=0.0)
-        engine = Engine(settings, sink_for=cards.sink_for)
+        engine = Engine(settings)
+        cards = JobCards(client, engine, min_interval=0.0)
+        engine.subscribe(cards.sink_for)
         try:
             app = create_app(engine, bot_settings, client=client, cards=cards)
             file = slack.add_file(PRICES, name="prices.jsonl")

@@ -14,10 +14,11 @@ from click.testing import CliRunner
 
 from engine import evaluate
 from engine.jobs import JobState
+from engine.paths import latest_checkpoint
 from engine.progress import CallbackSink, ListSink, ProgressEvent, TeeSink
-from engine.scheduler import latest_checkpoint, pid_alive
 from engine.service import Engine
 from engine.settings import Settings
+from engine.workers import pid_alive
 from tests.contract import RUN_JSON_KEYS
 from tests.fakes.datasets import write_price_dataset as write_dataset
 from tests.fakes.waiting import wait_for

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.diagnosis import MemoryEvidence, MemoryWatch, diagnose_exit, memory_limit_mb
 from engine.jobs import JobState
-from engine.scheduler import MemoryEvidence, MemoryWatch, diagnose_exit, memory_limit_mb
 from engine.service import Engine
 from engine.settings import Settings
 from tests.fakes.datasets import write_price_dataset
@@ -165,7 +165,8 @@ def test_a_worker_that_cannot_record_the_full_disk_gets_it_said_by_ftbot_run(
         from pathlib import Path
         from engine.errors import FtbotError
         from engine.progress import ListSink
-        from engine.scheduler import WorkerProcess, worker_log_path
+        from engine.paths import worker_log_path
+        from engine.workers import WorkerProcess
         from engine.service import Engine
         from engine.settings import Settings
 

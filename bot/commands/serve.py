@@ -479,17 +479,17 @@ def build_slack(
     from slack_sdk.errors import SlackApiError
 
     from bot.slack.app import create_app, make_client
-    from bot.slack.progress import JobCards
+    from bot.slack.progress import DEFAULT_MIN_INTERVAL, JobCards
     from engine import Engine, UsageError
 
     bot_settings.require(mode)  # type: ignore[arg-type]
     client = make_client(bot_settings)
+    engine = Engine(engine_settings, **dict(engine_kwargs or {}))
     # Job cards talk to Slack on their own thread, never on the job queue's (see JobCards).
-    cards = JobCards(client, sender=ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftbot-cards"))
-    engine = Engine(engine_settings, sink_for=cards.sink_for, **dict(engine_kwargs or {}))
+    cards = JobCards(client, engine, sender=ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftbot-cards"))
+    # The relay throttles step events for the cards and catches them up when the engine starts.
+    engine.subscribe(cards.sink_for, min_interval=DEFAULT_MIN_INTERVAL)
     engine.add_stop_hook(cards.drain)
-    # What a previous bot process was handed but never showed (it died first) goes out now.
-    engine.add_start_hook(cards.catch_up)
     try:
         app = create_app(engine, bot_settings, client=client, cards=cards)  # calls auth.test
     except (BoltError, SlackApiError) as exc:

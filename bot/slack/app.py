@@ -685,8 +685,7 @@ def create_app(
     if settings.mode != "socket" and not settings.signing_secret:
         raise UsageError("SLACK_SIGNING_SECRET is needed to serve Slack over HTTP.")
     add_retry_handlers(client)
-    cards = cards or JobCards(client)
-    cards.bind(engine)
+    cards = cards or JobCards(client, engine)
     bot = SlackBot(
         engine,
         settings,

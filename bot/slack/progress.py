@@ -1,47 +1,25 @@
 """The job card and its thread: a progress sink that reports a job in Slack.
 
 One message per job (the card) is posted in the channel and then edited in place with
-``chat.update`` (at most once per ``min_interval`` seconds for step events; state changes at
-once). Everything else about the job goes into the card's thread: the pre-flight estimate (and
-the OpenAI cost confirmation), baseline results, alerts, the loss chart (a PNG through
+``chat.update``. Everything else about the job goes into the card's thread: the pre-flight estimate
+(and the OpenAI cost confirmation), baseline results, alerts, the loss chart (a PNG through
 ``files_upload_v2(channel=, thread_ts=)``), the evaluation table, the verdict, the examples that
 changed, and whether the model became the channel's default. The final result is also broadcast
 to the channel (``reply_broadcast``).
 
+The path of an event: the worker writes it to the store; the engine's relay (engine/relay.py)
+reads it, throttles ``step`` events, and hands it to this job's :class:`SlackProgressSink`
+(``engine.subscribe(cards.sink_for)``), which queues the Slack calls on the ``sender`` thread. The
+relay keeps what was shown (its per-job delivery cursor, moved by :meth:`SlackProgressSink.
+after_shown` once the calls before it ran) and catches up after a restart (``recall``, ``replay``).
+This module only renders: no cursor, and no throttle unless ``min_interval`` asks for one (a card
+used without the relay).
+
 Where the card lives is stored with the job (``Job.reply_to``: team, channel, ts), so a restarted
 bot keeps editing the same card. :class:`JobCards` is the one place that posts cards, under a
-per-job lock, so the listener that submitted the job and the scheduler's first event never post
-two cards for one job.
-
-A sink must never raise for a display problem (engine/progress.py): Slack errors are logged and
-dropped, the job goes on.
-
-**Nothing lost, nothing twice, across restarts.** The scheduler's relay stores its cursor once it
-has *handed* an event to a job's sink, but in the bot the sink only queues the Slack call on the
-``sender`` thread. A bot that dies (crash, OOM kill, power) with calls still queued would lose
-those milestones for good: the relay has moved on. So each job's sink keeps its own **delivery
-record** in the store (``Engine.set_delivered_seq``): the highest event ``seq`` it has shown, written
-after each shown event other than the throttled ``step``/``eval`` ones (and registered at 0 when
-the card is posted). On its first event in a process, and when the engine starts (:meth:`JobCards.
-catch_up`, an engine start hook, for the jobs ``Engine.undelivered_jobs`` names), the sink reads
-the job's stored events: those up to the record only rebuild its state (the card's readings, the
-caveats the verdict already showed); those after it are **replayed** (thread milestones posted,
-steps folded into one card edit at the end, so a restart never floods Slack). Events at or below
-the record are skipped, so an event the relay hands over again after a restart (it died between
-showing and storing its cursor) is not posted twice. Exactly once, except an event whose Slack
-post succeeded just before the process died, before its record was written: that one is posted
-again (at most that event). A post Slack refused (an API error) counts as shown: it is not
-retried, as before.
-
-Why not a delivery watermark in the relay (the relay persisting the lowest seq every sink has
-acknowledged instead of what it handed over)? The relay's cursor is one global position across
-jobs, so replaying from the lowest unacknowledged event would hand other jobs' shown events over
-again: a per-job record would be needed anyway to skip them. Acknowledgements would also have to
-travel from the sender thread back into the relay, next to the lock ordering that the deadlock fix
-(the scheduler's ``refresh_sink`` leaf lock) keeps simple, and through ``ThrottledSink``, which
-drops most ``step`` events on purpose. The per-job record alone does both jobs and leaves the
-relay as it was. Jobs without a record (older than this scheme) are not caught up: they go on as
-before.
+per-job lock, so the listener that submitted the job and the relay's first event never post two
+cards for one job. A sink must never raise for a display problem (engine/progress.py): Slack
+errors are logged and dropped, the job goes on.
 """
 
 from __future__ import annotations
@@ -52,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
@@ -62,7 +40,21 @@ from engine import Job, JobState, ProgressEvent
 
 log = logging.getLogger("ftbot.slack")
 
-DEFAULT_MIN_INTERVAL = 3.0  # seconds between two card edits for step events
+# The relay's throttle for cards (``engine.subscribe(cards.sink_for, min_interval=...)``): seconds
+# between two ``step`` events, hence between two card edits for steps.
+DEFAULT_MIN_INTERVAL = 3.0
+
+
+class CardJobs(Protocol):
+    """What the cards read and write about jobs (the Engine provides it)."""
+
+    def job(self, job_id: str, *, team: str | None = None) -> Job: ...
+
+    def queue_position(self, job_id: str) -> int | None: ...
+
+    def set_reply_to(self, job_id: str, reply_to: Mapping[str, Any]) -> Job: ...
+
+    def evaluation(self, job_id: str, *, team: str | None = None) -> dict[str, Any] | None: ...
 
 
 def _safe(what: str, func: Callable[[], Any]) -> Any:
@@ -78,32 +70,35 @@ def _safe(what: str, func: Callable[[], Any]) -> Any:
 class JobCards:
     """Posts and edits job cards; hands out a progress sink per job (:meth:`sink_for`).
 
-    ``engine`` is bound after construction (:meth:`bind`) because the engine needs ``sink_for``
-    when it is built and the cards need the engine to read and store ``reply_to``.
+    ``jobs``: where job details are read and the card's place is stored (the Engine; None: the
+    cards only talk to Slack). The engine does not know the cards: it is handed ``sink_for``.
 
     ``sender``: where the Slack calls of the sinks run. None: in the thread that emits (the
-    scheduler's relay; what the unit tests use). The bot passes a one-thread executor, so a slow
-    or rate-limited Slack (the SDK sleeps out a 429's Retry-After) never holds up the job queue's
+    relay; what the unit tests use). The bot passes a one-thread executor, so a slow or
+    rate-limited Slack (the SDK sleeps out a 429's Retry-After) never holds up the job queue's
     tick, and one thread keeps every job's events in order.
 
+    ``min_interval``: seconds between two card edits for ``step``/``eval`` events (default 0: the
+    relay throttles; a card used without it may ask for its own limit).
+
     One sink per job while the job runs (:meth:`sink_for` hands the same one out again, e.g.
-    when the relay rebuilds its sink after ``set_reply_to``), so the card's readings and the
-    job's delivery record (see the module docstring) live in one place.
+    when the relay rebuilds its sink after ``set_reply_to``), so the card's readings live in one place.
     """
 
     def __init__(
         self,
         client: WebClient,
+        jobs: CardJobs | None = None,
         *,
-        min_interval: float = DEFAULT_MIN_INTERVAL,
+        min_interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         sender: Executor | None = None,
     ) -> None:
         self.client = client
+        self.jobs = jobs
         self.min_interval = min_interval
         self.clock = clock
         self.sender = sender
-        self.engine: Any = None
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._reply_to: dict[str, dict[str, str]] = {}
@@ -111,9 +106,6 @@ class JobCards:
         # Jobs whose card Slack refused (not a Slack channel, bot not invited): tried once, not
         # on every event of the job.
         self._no_card: set[str] = set()
-
-    def bind(self, engine: Any) -> None:
-        self.engine = engine
 
     def drain(self) -> None:
         """Wait until the sender has shown every event handed to it so far (the bot calls this
@@ -142,11 +134,12 @@ class JobCards:
         Returns ``{"team", "channel", "ts"}``, or None when the job has no channel (console jobs)
         or Slack refused the post.
         """
+        jobs = self.jobs
         with self._lock(job.id):
             where = self.reply_to(job)
-            if where is None and self.engine is not None:
+            if where is None and jobs is not None:
                 # Another process (or an earlier bot) may have posted it: re-read the job.
-                fresh = _safe_engine(lambda: self.engine.job(job.id, team=job.team or None))
+                fresh = _safe_engine(lambda: jobs.job(job.id, team=job.team or None))
                 if fresh is not None:
                     where = self.reply_to(fresh)
                     job = fresh
@@ -154,7 +147,7 @@ class JobCards:
                 return where
             if not job.channel or job.id in self._no_card:
                 return None
-            position = _safe_engine(lambda: self.engine.queue_position(job.id)) if self.engine else None
+            position = _safe_engine(lambda: jobs.queue_position(job.id)) if jobs is not None else None
             card = blocks.job_card(job, queue_position=position, dataset_name=dataset_name)
             resp = _safe(
                 "chat.postMessage (card)",
@@ -165,20 +158,17 @@ class JobCards:
                 return None
             where = {"team": job.team, "channel": str(resp["channel"]), "ts": str(resp["ts"])}
             self._reply_to[job.id] = where
-            if self.engine is not None:
-                _safe_engine(lambda: self.engine.set_reply_to(job.id, where))
-                # Track the job's delivery from its first event on: should every event queued
-                # for the new card be lost, a restarted bot still replays them.
-                _safe_engine(lambda: self.engine.set_delivered_seq(job.id, 0))
+            if jobs is not None:
+                _safe_engine(lambda: jobs.set_reply_to(job.id, where))
             return where
 
     def update(self, job: Job, progress: blocks.JobProgress | None = None) -> None:
         where = self.reply_to(job)
         if where is None:
             return
-        position = None
-        if job.state == JobState.QUEUED and self.engine is not None:
-            position = _safe_engine(lambda: self.engine.queue_position(job.id))
+        position, jobs = None, self.jobs
+        if job.state == JobState.QUEUED and jobs is not None:
+            position = _safe_engine(lambda: jobs.queue_position(job.id))
         card = blocks.job_card(job, progress, queue_position=position)
         _safe(
             "chat.update (card)",
@@ -215,8 +205,8 @@ class JobCards:
         )
 
     def sink_for(self, job: Job) -> SlackProgressSink:
-        """The engine's ``sink_for``: the sink that reports ``job`` on its card and thread (the
-        same one for the job until its end was shown)."""
+        """What the engine is subscribed to (``engine.subscribe(cards.sink_for)``): the sink that
+        reports ``job`` on its card and thread (the same one for the job until its end was shown)."""
         with self._guard:
             sink = self._sinks.get(job.id)
             if sink is None:
@@ -224,24 +214,11 @@ class JobCards:
             return sink
 
     def _forget(self, sink: SlackProgressSink) -> None:
-        """The job's end was shown: drop its sink (a later event builds a new one, which picks
-        up from the stored delivery record)."""
+        """The job's end was shown: drop its sink (a later event builds a new one; the relay
+        has it recall what was shown)."""
         with self._guard:
             if self._sinks.get(sink.job.id) is sink:
                 del self._sinks[sink.job.id]
-
-    def catch_up(self) -> int:
-        """Replay, on each card, the events an earlier bot process was handed but never showed
-        (the bot registers this as an engine start hook). Returns at once (the work runs on the
-        ``sender``); returns how many jobs are caught up."""
-        if self.engine is None:
-            return 0
-        jobs = _safe_engine(lambda: self.engine.undelivered_jobs()) or []
-        for job in jobs:
-            self.sink_for(job).catch_up()
-        if jobs:
-            log.info("catching up on %d job card(s) after a restart", len(jobs))
-        return len(jobs)
 
 
 def _safe_engine(func: Callable[[], Any]) -> Any:
@@ -253,8 +230,7 @@ def _safe_engine(func: Callable[[], Any]) -> Any:
 
 
 _FINAL = frozenset(s.value for s in JobState if s.is_final)
-# Events that only edit the card: the relay throttles them, and their delivery is not stored one
-# by one (a replay folds them into one edit).
+# Events that only edit the card (a replay folds them into one edit).
 _EDIT_ONLY = frozenset({"step", "eval"})
 _CHART_TITLES = {"loss_chart": "Training loss", "eval_chart": "Evaluation"}
 
@@ -262,9 +238,10 @@ _CHART_TITLES = {"loss_chart": "Training loss", "eval_chart": "Evaluation"}
 class SlackProgressSink:
     """Reports one job's events on its card and in the card's thread. Never raises.
 
-    Keeps the job's delivery record (module docstring): events from the store (those with a
-    ``seq``) are shown once each, and the ones an earlier process was handed but never showed are
-    replayed first. Events without a ``seq`` (not from the store) are simply shown.
+    What the relay (engine/relay.py) may call besides :meth:`emit`: :meth:`recall` (events an
+    earlier process showed: rebuild the card's readings), :meth:`replay` (events never shown:
+    each thread milestone once, the card edited once at the end) and :meth:`after_shown` (run a
+    callback once everything handed over so far is shown). All of them run on the ``sender``.
     """
 
     def __init__(self, cards: JobCards, job: Job) -> None:
@@ -275,17 +252,23 @@ class SlackProgressSink:
         self._dirty = False
         self._shown: set[str] = set()  # caveats already in the verdict (not posted again as alerts)
         self._lock = threading.Lock()
-        self._synced = False  # the stored record and events were read (the first time only)
-        self._delivered: int | None = None  # highest seq shown (None: the job is not tracked)
         self._replaying = False  # card edits wait for the end of a replay: one edit, not hundreds
         self._ended = False
 
     def emit(self, event: ProgressEvent) -> None:
         self._submit(self._show, event)
 
-    def catch_up(self) -> None:
-        """Show the job's stored events that no process has shown yet (after a restart)."""
-        self._submit(self._show_missed)
+    def recall(self, events: list[ProgressEvent]) -> None:
+        """Take in events shown before (by an earlier process) without showing them again."""
+        self._submit(self._recall, list(events))
+
+    def replay(self, events: list[ProgressEvent]) -> None:
+        """Show events that were never shown (after a restart), the card edited once at the end."""
+        self._submit(self._replay, list(events))
+
+    def after_shown(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every event handed over before it is shown (on the sender)."""
+        self._submit(callback)
 
     def _submit(self, func: Callable[..., None], *args: Any) -> None:
         if self.cards.sender is None:
@@ -296,105 +279,46 @@ class SlackProgressSink:
     def _show(self, event: ProgressEvent) -> None:
         try:
             with self._lock:
-                if event.seq is None:
-                    self._emit(event)
-                    return
-                if not self._synced:
-                    self._sync(before=event.seq)
-                if self._delivered is not None and event.seq <= self._delivered:
-                    return  # shown already (replayed just now, or handed over again after a restart)
                 self._emit(event)
-                self._mark(event.seq, persist=event.kind not in _EDIT_ONLY)
         except Exception:  # a display bug must not fail the job
             log.exception("progress display failed for %s (%s event)", self.job.id, event.kind)
         self._forget_if_ended()
 
-    def _show_missed(self) -> None:
-        try:
-            with self._lock:
-                if not self._synced:
-                    self._sync(before=None)
-                elif self._delivered is not None and self.cards.engine is not None:
-                    engine, after = self.cards.engine, self._delivered
-                    self._replay(_safe_engine(lambda: engine.events(self.job.id, after_seq=after)) or [])
-        except Exception:
-            log.exception("catching up on the card of %s failed", self.job.id)
-        self._forget_if_ended()
-
-    def _sync(self, *, before: int | None) -> None:
-        """Read the job's delivery record and stored events (once): events up to the record only
-        rebuild this sink's state; later ones (below ``before``, the event being shown) are
-        replayed. An untracked job replays nothing."""
-        self._synced = True
-        engine = self.cards.engine
-        if engine is None:
-            return
-        job_id = self.job.id
-        delivered = _safe_engine(lambda: engine.delivered_seq(job_id))
-        history: list[ProgressEvent] = _safe_engine(lambda: engine.events(job_id)) or []
-        if delivered is None:  # not tracked: no record of what was shown, so show from here on
-            for event in history:
-                if before is not None and (event.seq or 0) < before:
-                    self._fold(event)
-            return
-        self._delivered = max(delivered, self._delivered or 0)
-        missed = []
-        for event in history:
-            seq = event.seq or 0
-            if seq <= self._delivered:
-                self._fold(event)
-            elif before is None or seq < before:
-                missed.append(event)
-        self._replay(missed)
-
-    def _fold(self, event: ProgressEvent) -> None:
-        """Take in an event shown before (by an earlier process) without showing it again."""
-        self.progress.apply(event)
-        if event.kind == "evaluation":
-            self._shown |= blocks.shown_flags(event.data)
+    def _recall(self, events: list[ProgressEvent]) -> None:
+        with self._lock:
+            for event in events:
+                self.progress.apply(event)
+                if event.kind == "evaluation":
+                    self._shown |= blocks.shown_flags(event.data)
 
     def _replay(self, events: list[ProgressEvent]) -> None:
-        """Show events that were never shown: each thread milestone once, the card once at the end."""
-        if not events:
-            return
-        log.info("replaying %d event(s) on the card of %s", len(events), self.job.id)
-        self._replaying = True
-        try:
-            for event in events:
-                if event.kind in _EDIT_ONLY:
-                    self.progress.apply(event)
-                    self._dirty = True
-                    continue
-                try:
-                    self._emit(event)
-                except Exception:  # one event the display cannot show must not hold up the rest
-                    log.exception("progress display failed for %s (%s event)", self.job.id, event.kind)
-                self._mark(event.seq, persist=True)
-        finally:
-            self._replaying = False
-        if self._dirty:
-            self._edit_card(force=True)
-        self._mark(events[-1].seq, persist=True)
-
-    def _mark(self, seq: int | None, *, persist: bool) -> None:
-        """``seq`` was shown. Stored for thread milestones and state changes; steps only here
-        (a restart at worst edits the card once more, which shows the same)."""
-        if seq is None:
-            return
-        self._delivered = seq if self._delivered is None else max(self._delivered, seq)
-        engine = self.cards.engine
-        # Only jobs with a card are tracked: a job Slack has no card for has nothing to catch up.
-        if persist and engine is not None and self.cards.reply_to(self.job) is not None:
-            _safe_engine(lambda: engine.set_delivered_seq(self.job.id, seq))
+        """Each thread milestone once, the card once at the end."""
+        with self._lock:
+            self._replaying = True
+            try:
+                for event in events:
+                    if event.kind in _EDIT_ONLY:
+                        self.progress.apply(event)
+                        self._dirty = True
+                        continue
+                    try:
+                        self._emit(event)
+                    except Exception:  # one event the display cannot show must not hold up the rest
+                        log.exception("progress display failed for %s (%s event)", self.job.id, event.kind)
+            finally:
+                self._replaying = False
+            if self._dirty:
+                self._edit_card(force=True)
+        self._forget_if_ended()
 
     def _forget_if_ended(self) -> None:
         if self._ended:
             self.cards._forget(self)
 
     def _refresh_job(self) -> None:
-        engine = self.cards.engine
-        if engine is not None:
-            fresh = _safe_engine(lambda: engine.job(self.job.id, team=self.job.team or None))
+        jobs = self.cards.jobs
+        if jobs is not None:
+            fresh = _safe_engine(lambda: jobs.job(self.job.id, team=self.job.team or None))
             if fresh is not None:
                 self.job = fresh
 
@@ -473,6 +397,7 @@ class SlackProgressSink:
         result: Mapping[str, Any] = job.result or {}
         promoted = result.get("promoted")
         report = None
-        if self.cards.engine is not None and job.state == JobState.SUCCEEDED:
-            report = _safe_engine(lambda: self.cards.engine.evaluation(job.id, team=job.team or None))
+        jobs = self.cards.jobs
+        if jobs is not None and job.state == JobState.SUCCEEDED:
+            report = _safe_engine(lambda: jobs.evaluation(job.id, team=job.team or None))
         self.cards.post_in_thread(job, blocks.final_summary(job, report, promoted=promoted), broadcast=True)

@@ -722,7 +722,7 @@ def error(text: str) -> Message:
 # terminal rendering
 
 
-def toplain(message: Message) -> str:
+def to_plain(message: Message) -> str:
     """Render ``message.blocks`` as terminal text (what the console prints)."""
     out: list[str] = []
     for block in message.blocks:

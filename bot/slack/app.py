@@ -19,7 +19,7 @@ bot/slack/context.py.
 * buttons: Start fine-tuning, Cancel (owner or admin), the OpenAI cost confirmation, *Use this
   model* on the model list (the same as ``/finetune use``).
 
-Rules this module keeps (reference/slack-platform.md):
+Rules the listeners keep (Slack's platform: ack within 3 seconds; events and 404s are retried):
 
 * **Ack at once, work elsewhere.** Listeners only parse (pure, microseconds) and ack; the work
   (downloads, engine calls, Slack posts) runs on this app's own thread pool, never on Bolt's

@@ -55,10 +55,12 @@ def as_dict(obj: Any) -> dict[str, Any]:
 
 
 def header(text: str) -> dict[str, Any]:
+    """A header block (plain text, cut to 150 characters)."""
     return {"type": "header", "text": {"type": "plain_text", "text": clip(text, 150), "emoji": True}}
 
 
 def section(text: str, *, fields: Sequence[str] = (), block_id: str | None = None) -> dict[str, Any]:
+    """A mrkdwn section (text cut to 3000 characters), with up to 10 fields of 2000."""
     block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}
     if fields:
         block["fields"] = [{"type": "mrkdwn", "text": clip(f, 2000)} for f in fields[:10]]
@@ -68,10 +70,12 @@ def section(text: str, *, fields: Sequence[str] = (), block_id: str | None = Non
 
 
 def fields_section(fields: Sequence[str]) -> dict[str, Any]:
+    """A section of up to 10 mrkdwn fields (each cut to 2000 characters), no text."""
     return {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(f, 2000)} for f in fields[:10]]}
 
 
 def context(text: str) -> dict[str, Any]:
+    """A context block (small grey text) of one mrkdwn element."""
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text)}]}
 
 
@@ -83,6 +87,8 @@ def button(
     style: str | None = None,
     confirm: tuple[str, str, str, str] | None = None,
 ) -> dict[str, Any]:
+    """A button carrying ``action_id`` and ``value`` (text cut to 75 characters); ``confirm`` is
+    (title, text, yes, no) for a confirmation dialog."""
     out: dict[str, Any] = {
         "type": "button",
         "text": {"type": "plain_text", "text": text[:75]},
@@ -103,6 +109,8 @@ def button(
 
 
 def fmt_number(value: Any, digits: int = 4) -> str:
+    """A number for display: ints with thousands separators, floats to ``digits`` significant
+    digits (tiny ones such as learning rates in short scientific form), "–" for None and NaN."""
     if isinstance(value, bool) or value is None:
         return "–" if value is None else str(value)
     if isinstance(value, int):
@@ -119,6 +127,7 @@ def fmt_number(value: Any, digits: int = 4) -> str:
 
 
 def fmt_duration(seconds: Any) -> str:
+    """A duration for display: ``42s``, ``3m 05s``, ``2h 07m``; "–" when unknown or negative."""
     if not isinstance(seconds, int | float) or seconds != seconds or seconds < 0:
         return "–"
     seconds = round(seconds)

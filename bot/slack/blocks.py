@@ -1,5 +1,6 @@
 """Engine results -> Slack messages (Block Kit + fallback text), and the same messages as plain
-terminal text for the console. Pure: stdlib and engine types only; no I/O.
+terminal text for the console. Pure: no I/O (stdlib, engine types, the generic builders and the
+parser's usage texts).
 
 Every builder returns a :class:`Message`. ``text`` is the notification/screen-reader fallback
 Slack requires next to ``blocks``; :func:`to_plain` renders ``blocks`` for a terminal so the
@@ -76,6 +77,7 @@ VERDICTS = {
 
 
 def model_note(model: str | None) -> str | None:
+    """:data:`TINY_NOTE` when ``model`` is the tiny demo model, else None."""
     return TINY_NOTE if model and BUILTIN_TINY in str(model) else None
 
 

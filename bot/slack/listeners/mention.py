@@ -28,7 +28,12 @@ def register(app: App, bot: SlackBot) -> None:
             private_in_thread=bool(where.thread_ts),
         )
         if not bot.submit_ask(on_mention, where, str(event.get("text") or "")):
-            bot.submit_private(where, bot.busy_message())
+            bot.submit(_tell_busy, where)
+
+
+def _tell_busy(bot: SlackBot, where: Where) -> None:
+    """Privately, that the question pool is full (counted when this runs)."""
+    bot.private(where, bot.busy_message())
 
 
 def on_mention(bot: SlackBot, where: Where, text: str) -> None:

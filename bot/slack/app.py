@@ -65,6 +65,7 @@ from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
+from bot.dispatch import PARSERS
 from bot.settings import BotSettings
 from bot.slack import blocks, listeners
 from bot.slack.context import SlackBot
@@ -72,7 +73,7 @@ from bot.slack.pools import BoundedPool
 from bot.slack.progress import JobCards
 from engine import UsageError
 
-COMMANDS = ("/finetune", "/ask")
+COMMANDS = tuple(PARSERS)  # the slash commands of the shared table (bot/dispatch.py)
 EVENTS = ("message", "file_shared", "app_mention")
 ACTIONS = blocks.ACTIONS
 

@@ -47,13 +47,17 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from bot.commands.common import LOCAL_CHANNEL, LOCAL_TEAM
+from bot.dispatch import PARSERS, dispatch
+from bot.job_progress import JobProgress
+from bot.progress_view import LIVE_KINDS, console_live_line, console_output
 from bot.slack import blocks
+from bot.slack.blockkit import Message, as_dict
 from bot.slack.parse import (
     FINETUNE_SUBCOMMANDS,
     AskRequest,
@@ -64,8 +68,6 @@ from bot.slack.parse import (
     ModelsRequest,
     StatusRequest,
     UseRequest,
-    parse_ask,
-    parse_finetune,
     suggest,
 )
 from engine import DatasetError, FtbotError, Job, JobState, NotFound, ProgressEvent
@@ -128,8 +130,6 @@ def _line_buffer() -> str:
         return ""
 
 
-# Events drawn on the live line (training steps, eval losses) rather than printed as milestones.
-_LIVE_KINDS = ("step", "eval")
 _FINAL_STATES = frozenset(state.value for state in JobState if state.is_final)
 
 
@@ -139,19 +139,13 @@ class ConsoleProgress:
     def __init__(self, console: Console, job: Job) -> None:
         self.console = console
         self.job = job
-        self.progress = blocks.JobProgress(state=str(job.state))
+        self.progress = JobProgress(state=str(job.state))
         self._last_pct = -1
         self._shown: set[str] = set()  # caveats already printed with the verdict
         self._lock = threading.Lock()
 
     def _line(self) -> str:
-        p = self.progress
-        parts = [f"{self.job.id} {p.state}"]
-        if p.total:
-            parts.append(f"[{blocks.progress_bar(p.step, p.total, width=24)}] step {p.step or 0}/{p.total}")
-        labels = {"loss": "loss", "eval_loss": "eval", "learning_rate": "lr", "eta": "ETA"}
-        parts.extend(f"{labels[key]} {value}" for key, value in p.readings().items())
-        return " · ".join(parts)
+        return console_live_line(self.job.id, self.progress)
 
     def emit(self, event: ProgressEvent, *, draw: bool = True) -> None:
         """Show ``event``. ``draw=False``: a training step only updates the numbers (a later
@@ -166,13 +160,13 @@ class ConsoleProgress:
         """Show a batch of events read together: a run of training steps draws the live line
         once, with the last numbers (a fast job writes many steps between two looks)."""
         for event, following in zip(events, [*events[1:], None], strict=True):
-            quiet = event.kind in _LIVE_KINDS and following is not None and following.kind in _LIVE_KINDS
+            quiet = event.kind in LIVE_KINDS and following is not None and following.kind in LIVE_KINDS
             self.emit(event, draw=not quiet)
 
     def _emit(self, event: ProgressEvent, draw: bool = True) -> None:
         self.progress.apply(event)
         out = self.console
-        if event.kind in _LIVE_KINDS:
+        if event.kind in LIVE_KINDS:
             if self.progress.state in _FINAL_STATES:
                 return  # a step the worker logged as it was being stopped: the job has ended
             if out.interactive:
@@ -184,30 +178,11 @@ class ConsoleProgress:
                     self._last_pct = pct
                     out.write(self._line())
             return
-        data = event.data
-        if event.kind == "state":
-            out.write(
-                f"[{self.job.id}] {data.get('state', '')}" + (f": {event.message}" if event.message else "")
-            )
-        elif event.kind == "preflight":
-            out.show(blocks.preflight(data, event.message))
-        elif event.kind == "baseline":
-            out.show(blocks.baseline(data))
-        elif event.kind == "alert":
-            text = event.message or str(data.get("message", ""))
-            if text not in self._shown:
-                out.show(blocks.alert(text, data.get("code")))
-        elif event.kind == "evaluation":
-            self._shown |= blocks.shown_flags(data)
-            out.show(blocks.eval_table(data))
-            out.show(blocks.verdict(data))
-            flips = blocks.flips(data)
-            if flips is not None:
-                out.show(flips)
-        elif event.kind == "artifact" and data.get("path"):
-            out.write(f"Chart ({data.get('kind', 'chart')}): {data['path']}")
-        elif event.kind in ("submitted", "log") and event.message:
-            out.write(event.message)
+        for item in console_output(event, self._shown, self.job.id):
+            if isinstance(item, str):
+                out.write(item)
+            else:
+                out.show(item)
 
 
 @dataclass
@@ -257,6 +232,15 @@ class Console:
         self._stop = threading.Event()
         self._started_queue = False
         self._quit_warned = False
+        # The console's own commands (/finetune and /ask go through bot.dispatch): name -> what
+        # runs it, given the rest of the line, stripped.
+        self._commands: dict[str, Callable[[str], None]] = {
+            "/help": self.show_help,
+            "/upload": self.upload,
+            "/jobs": self.list_jobs,
+            "/cancel": self.cancel,
+            "/confirm": self.confirm,
+        }
 
     # ----- output
 
@@ -275,7 +259,7 @@ class Console:
                 self.out.write(PROMPT + _line_buffer())
             self.out.flush()
 
-    def show(self, message: blocks.Message) -> None:
+    def show(self, message: Message) -> None:
         self.write(blocks.to_plain(message))
 
     def live(self, text: str) -> None:
@@ -385,41 +369,30 @@ class Console:
         try:
             if command in ("/quit", "/exit", "/q"):
                 return not self._quit_requested()
-            if command == "/help":
-                self.write(CONSOLE_HELP)
-            elif command == "/upload":
-                self.upload(rest.strip())
-            elif command == "/finetune":
-                self.finetune(rest)
-            elif command == "/ask":
-                self.ask(rest)
-            elif command == "/jobs":
-                self.show(
-                    blocks.jobs_list(
-                        self.engine.jobs(team=self.team, channel=self.channel, limit=20), title="Jobs"
-                    )
-                )
-            elif command == "/cancel":
-                self.cancel(rest.strip())
-            elif command == "/confirm":
-                self.engine.confirm(rest.strip(), user=self.user, team=self.team)
-                self.write(f"Confirmed {rest.strip()}.")
+            if command in PARSERS:  # /finetune and /ask: the Slack app's command table
+                dispatch(command, rest, self)
+            elif command in self._commands:
+                self._commands[command](rest.strip())
             else:
-                # A typo (/uplaod), a missing slash (upload) or a /finetune subcommand (/status).
-                word = command.lstrip("/")
-                known = ("/upload", "/finetune", "/ask", "/jobs", "/cancel", "/confirm", "/help", "/quit")
-                if word in FINETUNE_SUBCOMMANDS:
-                    meant: str | None = f"/finetune {word}"
-                else:
-                    sub = suggest(word, FINETUNE_SUBCOMMANDS)
-                    meant = suggest(f"/{word}", known) or (f"/finetune {sub}" if sub else None)
-                hint = f" Did you mean {meant}?" if meant else ""
-                self.write(f"Unknown command {command!r}.{hint} " + CONSOLE_HELP)
+                self._unknown(command)
         except FtbotError as exc:
             self.show(blocks.error(str(exc)))
         except KeyboardInterrupt:  # Ctrl-C during a command abandons it; jobs go on
             self.write(f"(interrupted: {command} was abandoned; jobs keep running)")
         return True
+
+    def _unknown(self, command: str) -> None:
+        """A typo (/uplaod), a missing slash (upload) or a /finetune subcommand (/status): say
+        what was probably meant, then the help."""
+        word = command.lstrip("/")
+        known = ("/upload", "/finetune", "/ask", "/jobs", "/cancel", "/confirm", "/help", "/quit")
+        if word in FINETUNE_SUBCOMMANDS:
+            meant: str | None = f"/finetune {word}"
+        else:
+            sub = suggest(word, FINETUNE_SUBCOMMANDS)
+            meant = suggest(f"/{word}", known) or (f"/finetune {sub}" if sub else None)
+        hint = f" Did you mean {meant}?" if meant else ""
+        self.write(f"Unknown command {command!r}.{hint} " + CONSOLE_HELP)
 
     # ----- commands
 
@@ -443,7 +416,7 @@ class Console:
             report, dataset_hash = record.report, record.hash
         except DatasetError as exc:
             report, dataset_hash = exc.report, None
-        usable = bool(blocks.as_dict(report).get("ok"))
+        usable = bool(as_dict(report).get("ok"))
         self.show(
             blocks.validation_report(report, name=path.name, dataset_hash=dataset_hash if usable else None)
         )
@@ -456,52 +429,54 @@ class Console:
             return str(record.hash)
         return str(self.engine.dataset(ref, team=self.team).hash)
 
-    def finetune(self, text: str) -> None:
-        request = parse_finetune(text)
-        if isinstance(request, HelpRequest):
-            self.show(blocks.help_message("finetune"))
-        elif isinstance(request, ListRequest):
-            self.show(
-                blocks.jobs_list(
-                    self.engine.jobs(team=self.team, channel=self.channel, limit=20), title="Jobs"
-                )
+    # ----- /finetune and /ask (bot.dispatch.Handler: the requests Slack's commands answer too)
+
+    def on_help(self, request: HelpRequest) -> None:
+        self.show(blocks.help_message(request.topic))
+
+    def on_list(self, request: ListRequest) -> None:
+        self.list_jobs("")
+
+    def on_cancel(self, request: CancelRequest) -> None:
+        self.cancel(request.job_id)
+
+    def on_models(self, request: ModelsRequest) -> None:
+        choice = self.engine.model_choice(self.team, self.channel)
+        self.show(
+            blocks.model_list(
+                self.engine.models(self.team),
+                choice,
+                base_model=self.engine.settings.base_model,
+                channel=self.channel,
             )
-        elif isinstance(request, CancelRequest):
-            self.cancel(request.job_id)
-        elif isinstance(request, ModelsRequest):
-            choice = self.engine.model_choice(self.team, self.channel)
-            self.show(
-                blocks.model_list(
-                    self.engine.models(self.team),
-                    choice,
-                    base_model=self.engine.settings.base_model,
-                    channel=self.channel,
-                )
+        )
+
+    def on_use(self, request: UseRequest) -> None:
+        before = self.engine.model_choice(self.team, self.channel)
+        after = self.engine.use_model(self.team, self.channel, request.choice, user=self.user)
+        self.show(
+            blocks.model_switched(
+                after, user=self.user, previous=before, base_model=self.engine.settings.base_model
             )
-        elif isinstance(request, UseRequest):
-            before = self.engine.model_choice(self.team, self.channel)
-            after = self.engine.use_model(self.team, self.channel, request.choice, user=self.user)
-            self.show(
-                blocks.model_switched(
-                    after, user=self.user, previous=before, base_model=self.engine.settings.base_model
-                )
-            )
-        elif isinstance(request, StatusRequest):
-            if request.job_id:
-                job = self.engine.job(request.job_id, team=self.team)
-            else:
-                jobs = self.engine.jobs(team=self.team, channel=self.channel, limit=1)
-                if not jobs:
-                    self.show(blocks.jobs_list([]))
-                    return
-                job = jobs[0]
-            with self._jobs:
-                followed = self._followed.get(job.id)
-            # A job followed here shows its live numbers (step, loss, ETA) on its card.
-            progress = followed.sink.progress if followed is not None and not job.is_final else None
-            self.show(blocks.job_card(job, progress))
-        elif isinstance(request, FinetuneRequest):
-            self.start_job(request)
+        )
+
+    def on_status(self, request: StatusRequest) -> None:
+        if request.job_id:
+            job = self.engine.job(request.job_id, team=self.team)
+        else:
+            jobs = self.engine.jobs(team=self.team, channel=self.channel, limit=1)
+            if not jobs:
+                self.show(blocks.jobs_list([]))
+                return
+            job = jobs[0]
+        with self._jobs:
+            followed = self._followed.get(job.id)
+        # A job followed here shows its live numbers (step, loss, ETA) on its card.
+        progress = followed.sink.progress if followed is not None and not job.is_final else None
+        self.show(blocks.job_card(job, progress))
+
+    def on_start(self, request: FinetuneRequest) -> None:
+        self.start_job(request)
 
     def start_job(self, request: FinetuneRequest) -> Job:
         """Submit the job and return at once: the queue runs it, the follower prints it."""
@@ -526,14 +501,23 @@ class Console:
         self._follow(job, from_start=True)
         return job
 
-    def ask(self, text: str) -> None:
-        request = parse_ask(text)
-        if isinstance(request, HelpRequest):
-            self.show(blocks.help_message("ask"))
-            return
-        assert isinstance(request, AskRequest)
+    def on_ask(self, request: AskRequest) -> None:
         answer = request.ask(self.engine, team=self.team, channel=self.channel)
         self.show(blocks.ask_answer(answer, prompt=request.prompt, finetune_hint=CONSOLE_FINETUNE_HINT))
+
+    # ----- the console's own commands
+
+    def show_help(self, _rest: str = "") -> None:
+        self.write(CONSOLE_HELP)
+
+    def list_jobs(self, _rest: str = "") -> None:
+        self.show(
+            blocks.jobs_list(self.engine.jobs(team=self.team, channel=self.channel, limit=20), title="Jobs")
+        )
+
+    def confirm(self, job_id: str) -> None:
+        self.engine.confirm(job_id, user=self.user, team=self.team)
+        self.write(f"Confirmed {job_id}.")
 
     def cancel(self, job_id: str) -> None:
         if not job_id:

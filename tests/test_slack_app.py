@@ -410,7 +410,7 @@ def test_http_requests_are_verified_even_when_an_app_token_is_set(settings: Sett
 
 
 def test_seen_remembers_for_its_ttl_and_stays_bounded() -> None:
-    from bot.slack.app import Seen
+    from bot.slack.once import Seen
 
     now = [0.0]
     seen = Seen(ttl=60.0, max_items=3, clock=lambda: now[0])

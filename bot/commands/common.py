@@ -2,8 +2,9 @@
 local workspace (:data:`LOCAL_TEAM`, :data:`LOCAL_CHANNEL`), the Engine opened on the
 environment's settings, and how an error ends a command.
 
-Errors end a command the same way everywhere (DESIGN.md): ``Error: ...`` on stderr and exit code
-1, plus one JSON object on stdout when the command was asked for ``--json``.
+Errors end a command the same way everywhere (the README's table of commands and exit codes):
+``Error: ...`` on stderr and exit code 1, plus one JSON object on stdout when the command was
+asked for ``--json``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``run`` validates and stores the file, submits a job, runs it in a worker process in the
 foreground, shows progress on stderr, and ends with the result: a readable summary, or with
-``--json`` one JSON object on stdout (DESIGN.md's contract). Exit code 0 when the job succeeded
+``--json`` one JSON object on stdout (the README's contract). Exit code 0 when the job succeeded
 (whatever the verdict), 1 otherwise (bad options, unusable data, failure, cancel with Ctrl-C).
 A local job waits in the queue while another local job holds the host (engine.scheduler.HostLock:
 one at a time across ``ftbot run``, ``serve`` and ``chat``); the waiting line says which one.
@@ -22,6 +22,7 @@ from typing import IO, Any
 import click
 
 from bot.commands.common import LOCAL_CHANNEL, LOCAL_TEAM, fail, local_engine
+from bot.progress_view import terminal_lines, terminal_step
 from engine import JobState, ProgressEvent, job_summary
 
 
@@ -32,7 +33,7 @@ def _user() -> str:
         return "cli"
 
 
-class ConsoleProgress:
+class TerminalProgress:
     """A progress sink for a terminal: milestones as lines, training steps as one live line
     (rewritten in place on a terminal, a line every 10% otherwise)."""
 
@@ -50,54 +51,17 @@ class ConsoleProgress:
         self.stream.flush()
 
     def emit(self, event: ProgressEvent) -> None:
+        """Show ``event``: its lines (bot/progress_view.py), or a training step on the live line."""
         if event.kind == "step":
             self._step(event)
-        elif event.kind == "state":
+            return
+        if event.kind == "state":
             self._last_decile = -1
-            state = str(event.data.get("state", ""))
-            self._write_line(f"[{state}] {event.message}")
-            hint = event.data.get("hint")
-            if hint:
-                self._write_line(f"  hint: {hint}")
-        elif event.kind == "eval":
-            loss = event.metrics.get("eval_loss")
-            if loss is not None:
-                self._write_line(f"  eval loss {loss:.4f} (epoch {event.epoch or 0:.1f})")
-        elif event.kind in ("baseline", "alert", "preflight", "evaluation", "submitted"):
-            prefix = {"alert": "! ", "preflight": "preflight: ", "baseline": "", "evaluation": ""}.get(
-                event.kind, ""
-            )
-            if event.message:
-                self._write_line(f"  {prefix}{event.message}")
-            if event.kind == "preflight":  # the recipe chosen, and why (engine/recipe.py)
-                for note in event.data.get("notes") or []:
-                    self._write_line(f"    - {note}")
-        elif event.kind == "artifact":
-            self._write_line(f"  {event.message} {event.data.get('path', '')}")
-        elif (
-            event.kind == "log"
-            and event.message
-            and (not event.data.get("phase") or event.step == event.total)
-        ):
-            # Generation progress only when a phase completes; other logs are decisions and notes.
-            self._write_line(f"  {event.message}")
+        for line in terminal_lines(event):
+            self._write_line(line)
 
     def _step(self, event: ProgressEvent) -> None:
-        step, total = event.step or 0, event.total or 0
-        parts = [f"step {step}/{total}" if total else f"step {step}"]
-        if event.epoch is not None:
-            parts.append(f"epoch {event.epoch:.2f}")
-        for key, label, fmt in (("loss", "loss", "{:.4f}"), ("learning_rate", "lr", "{:.2e}")):
-            value = event.metrics.get(key)
-            if isinstance(value, int | float):
-                parts.append(f"{label} {fmt.format(value)}")
-        eta = event.metrics.get("eta_seconds")
-        if isinstance(eta, int | float):
-            parts.append(f"eta {int(eta)}s")
-        fraction = step / total if total else 0.0
-        width = 24
-        bar = "#" * int(fraction * width) + "-" * (width - int(fraction * width))
-        text = f"  training [{bar}] " + "  ".join(parts)
+        text, fraction = terminal_step(event)
         if self.live:
             self.stream.write("\r\x1b[2K" + text)
             self.stream.flush()
@@ -189,7 +153,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
 )
 @click.option("--backend", default=None, help="local (QLoRA here) or openai.")
 @click.option(
-    "--base-model", default=None, help="Base model: a Hugging Face id, a local directory, builtin:smollm2 (the default) or builtin:tiny."
+    "--base-model",
+    default=None,
+    help="Base model: a Hugging Face id, a local directory, builtin:smollm2 (the default) or builtin:tiny.",
 )
 @click.option("--epochs", default=None, help="Training epochs.")
 @click.option("--lr", default=None, help="Learning rate.")
@@ -246,7 +212,7 @@ def run(
         if path is not None and not path.is_file():
             fail(f"{what}: {path} does not exist or is not a file.", as_json=as_json)
     user = _user()
-    progress = ConsoleProgress()
+    progress = TerminalProgress()
     with local_engine(as_json=as_json) as engine:
 
         def add_dataset(path: Path) -> str:

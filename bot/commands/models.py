@@ -10,7 +10,7 @@ base model alone says why on stderr (no fine-tune yet, none promoted, or chosen)
 ``/finetune use`` does in a Slack channel (see ``Engine.use_model``): a user's choice stands until
 changed, and new fine-tunes do not replace it; ``auto`` goes back to the promotion rule.
 
-Exit codes (DESIGN.md): ``ask`` 0, or 1 with a clear message on stderr; ``models`` 0, or 1 when
+Exit codes (the README's command table): ``ask`` 0, or 1 with a clear message on stderr; ``models`` 0, or 1 when
 the registry cannot be read or ``--use`` names no model of this workspace.
 """
 
@@ -112,7 +112,7 @@ def _number(option: str, raw: str | None, kind: type[float] | type[int], accepte
 )
 @click.option("--compare", is_flag=True, help="Also answer with the base model, side by side.")
 # Read as text and converted here: a bad value ends with exit code 1 and a clear message
-# (DESIGN.md's contract for `ask`), where click's own FLOAT/INT would exit 2.
+# (the README's contract for `ask`), where click's own FLOAT/INT would exit 2.
 @click.option(
     "--temperature",
     default=None,

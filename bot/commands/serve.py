@@ -37,7 +37,7 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer,
 import click
 
 from bot.settings import BotSettings
-from engine import FtbotError, Settings
+from engine import Engine, FtbotError, Settings, UsageError
 
 log = logging.getLogger("ftbot.serve")
 
@@ -435,8 +435,6 @@ def make_http_server(
     """
     from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-    from engine import UsageError
-
     secret = signing_secret if signing_secret is not None else getattr(app, "_signing_secret", "")
     if not secret:
         raise UsageError("SLACK_SIGNING_SECRET is needed to serve Slack over HTTP.")
@@ -478,9 +476,9 @@ def build_slack(
     from slack_bolt.error import BoltError
     from slack_sdk.errors import SlackApiError
 
+    # lazy: keeps Slack's SDK out of every other `ftbot` command (bot/cli.py imports this module)
     from bot.slack.app import create_app, make_client
     from bot.slack.progress import DEFAULT_MIN_INTERVAL, JobCards
-    from engine import Engine, UsageError
 
     bot_settings.require(mode)  # type: ignore[arg-type]
     client = make_client(bot_settings)
@@ -533,8 +531,6 @@ def connect_socket_mode(
     import websocket
     from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler
     from slack_sdk.errors import SlackApiError
-
-    from engine import UsageError
 
     # websocket-client's sockets have no timeout unless one is set process-wide: a handshake to a
     # host that never answers would block its thread (and close_socket_mode, which joins it).
@@ -757,12 +753,16 @@ def _prepare_base_model(engine: Any) -> None:
     try:
         engine.prepare_base_model(progress=log.info)
     except FtbotError as exc:
-        log.error("The base model %s cannot be prepared: %s %s", engine.settings.base_model, exc.message, exc.hint or "")
+        log.error(
+            "The base model %s cannot be prepared: %s %s",
+            engine.settings.base_model,
+            exc.message,
+            exc.hint or "",
+        )
 
 
 def _run_console(engine_settings: Settings, bot_settings: BotSettings) -> None:
-    from bot.console import Console
-    from engine import Engine
+    from bot.console import Console  # lazy: `ftbot serve` and the other commands need no console
 
     engine = Engine(engine_settings)
     try:

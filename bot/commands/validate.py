@@ -1,6 +1,6 @@
 """``ftbot validate FILE [--base-model M] [--json]``: check a dataset before fine-tuning.
 
-Exit codes (DESIGN.md): 0 the file is usable, 1 it is not, 2 a usage error (missing or unreadable
+Exit codes (the README's command table): 0 the file is usable, 1 it is not, 2 a usage error (missing or unreadable
 file, bad settings, a base model whose tokenizer cannot be loaded). Without ``--json`` the report
 is for people: what is wrong, on which line, and how to fix it. With ``--json`` stdout holds
 exactly one object: ``{"ok", "errors", "warnings", "stats"}``.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from engine import FtbotError, Settings, validate_file
+from engine import FtbotError, Settings, token_counter_for, validate_file
 
 
 @click.command("validate")
@@ -41,8 +41,6 @@ def validate(file: Path, base_model: str | None, as_json: bool) -> None:
     counter = None
     try:
         if base_model:
-            from engine import token_counter_for
-
             settings = Settings.from_env()
             counter = token_counter_for(base_model, settings.builtin_dir)
         report = validate_file(file, token_counter=counter)

@@ -1,5 +1,6 @@
 """Engine results -> Slack messages (Block Kit + fallback text), and the same messages as plain
-terminal text for the console. Pure: stdlib and engine types only; no I/O.
+terminal text for the console. Pure: no I/O (stdlib, engine types, the generic builders and the
+parser's usage texts).
 
 Every builder returns a :class:`Message`. ``text`` is the notification/screen-reader fallback
 Slack requires next to ``blocks``; :func:`to_plain` renders ``blocks`` for a terminal so the
@@ -9,8 +10,9 @@ The engine's reports arrive as objects with ``to_dict()`` or as mappings; builde
 tolerantly (a missing figure is left out, never a crash), because a half-written report must
 still be shown.
 
-Limits kept (Slack rejects bigger payloads): section text <= 3000 characters, <= 10 fields,
-header <= 150, button text <= 75, <= 50 blocks.
+The generic builders and formats are in bot/slack/blockkit.py, the evaluation table in
+bot/slack/report_blocks.py. Limits kept (Slack rejects bigger payloads): <= 50 blocks, and
+blockkit's per-block limits.
 
 Escaping: every mrkdwn string and every fallback ``text`` escapes ``&``, ``<`` and ``>`` in what
 it did not write itself (user input, option values, dataset and model names, engine messages,
@@ -24,14 +26,28 @@ mentions of the engine's promotion alerts (built from validated ids, see :func:`
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from engine import BUILTIN_TINY, LOWER_IS_BETTER, Job, JobState, ProgressEvent, format_metric
+from bot.job_progress import JobProgress
+from bot.slack.blockkit import (
+    Message,
+    as_dict,
+    button,
+    context,
+    escape,
+    fields_section,
+    fmt_duration,
+    fmt_number,
+    header,
+    plain,
+    progress_bar,
+    section,
+)
+from bot.slack.parse import ASK_KEYS, ASK_USAGE, FINETUNE_USAGE, accepted_finetune_keys
+from bot.slack.report_blocks import LOWER_IS_BETTER_SHOWN, metrics_table
+from engine import BUILTIN_TINY, Job, JobState
 
 ACTION_START = "start_finetune"
 ACTION_CANCEL = "cancel_job"
@@ -39,13 +55,10 @@ ACTION_CONFIRM = "confirm_job"
 ACTION_USE = "use_model"  # value: a model id, "base" or "auto" (/finetune use)
 ACTIONS = (ACTION_START, ACTION_CANCEL, ACTION_CONFIRM, ACTION_USE)
 
-SECTION_LIMIT = 3000
 TINY_NOTE = (
     "builtin:tiny is a tiny demo model with random weights, built on this machine: it shows the "
     "workflow, its answers mean nothing (builtin:smollm2, the default, is a real model)."
 )
-# The evaluation's lower-is-better metrics, plus losses.
-_LOWER_IS_BETTER = LOWER_IS_BETTER | {"loss", "eval_loss"}
 _STATE_EMOJI = {
     "queued": ":hourglass:",
     "validating": ":mag:",
@@ -63,130 +76,8 @@ VERDICTS = {
 }
 
 
-@dataclass(frozen=True)
-class Message:
-    text: str
-    blocks: list[dict[str, Any]] = field(default_factory=list)
-
-    def kwargs(self) -> dict[str, Any]:
-        """Arguments for chat.postMessage / chat.update / chat.postEphemeral."""
-        return {"text": self.text, "blocks": self.blocks}
-
-
-# ---------------------------------------------------------------------------------------------
-# small helpers
-
-
-def escape(text: Any) -> str:
-    """Escape user-controlled text for mrkdwn (Slack's rule: &, <, > only)."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _clip(text: str, limit: int = SECTION_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    """A report object (``to_dict()``), dataclass or mapping as a plain dict; {} for None."""
-    if obj is None:
-        return {}
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    to_dict = getattr(obj, "to_dict", None)
-    if callable(to_dict):
-        return dict(to_dict())
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    return dict(getattr(obj, "__dict__", {}))
-
-
-def header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": _clip(text, 150), "emoji": True}}
-
-
-def section(text: str, *, fields: Sequence[str] = (), block_id: str | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text)}}
-    if fields:
-        block["fields"] = [{"type": "mrkdwn", "text": _clip(f, 2000)} for f in fields[:10]]
-    if block_id:
-        block["block_id"] = block_id
-    return block
-
-
-def fields_section(fields: Sequence[str]) -> dict[str, Any]:
-    return {"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, 2000)} for f in fields[:10]]}
-
-
-def context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(text)}]}
-
-
-def button(
-    text: str,
-    action_id: str,
-    value: str,
-    *,
-    style: str | None = None,
-    confirm: tuple[str, str, str, str] | None = None,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "type": "button",
-        "text": {"type": "plain_text", "text": text[:75]},
-        "action_id": action_id,
-        "value": value[:2000],
-    }
-    if style:
-        out["style"] = style
-    if confirm:
-        title, body, yes, no = confirm
-        out["confirm"] = {
-            "title": {"type": "plain_text", "text": title[:100]},
-            "text": {"type": "plain_text", "text": body[:300]},
-            "confirm": {"type": "plain_text", "text": yes[:30]},
-            "deny": {"type": "plain_text", "text": no[:30]},
-        }
-    return out
-
-
-def fmt_number(value: Any, digits: int = 4) -> str:
-    if isinstance(value, bool) or value is None:
-        return "–" if value is None else str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if abs(value) >= 1e6:
-            return f"{value:.3e}"
-        if value != 0 and abs(value) < 1e-3:
-            return f"{value:.3g}"  # learning rates: 0.0002, 1e-05
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def fmt_duration(seconds: Any) -> str:
-    if not isinstance(seconds, int | float) or seconds != seconds or seconds < 0:
-        return "–"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, sec = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {sec:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
-def progress_bar(done: int | None, total: int | None, width: int = 20) -> str:
-    """``▓▓▓▓░░░░ 40%``; an empty bar when the total is unknown."""
-    if not total or done is None:
-        return "░" * width
-    frac = max(0.0, min(1.0, done / total))
-    filled = round(frac * width)
-    return "▓" * filled + "░" * (width - filled) + f" {frac:.0%}"
-
-
 def model_note(model: str | None) -> str | None:
+    """:data:`TINY_NOTE` when ``model`` is the tiny demo model, else None."""
     return TINY_NOTE if model and BUILTIN_TINY in str(model) else None
 
 
@@ -271,49 +162,6 @@ def validation_report(
 
 # ---------------------------------------------------------------------------------------------
 # jobs
-
-
-@dataclass
-class JobProgress:
-    """What the job card shows, folded from the job's events (see :meth:`apply`)."""
-
-    state: str = "queued"
-    step: int | None = None
-    total: int | None = None
-    epoch: float | None = None
-    loss: float | None = None
-    eval_loss: float | None = None
-    learning_rate: float | None = None
-    eta_seconds: float | None = None
-    message: str = ""
-
-    def apply(self, event: ProgressEvent) -> None:
-        if event.kind == "state" and event.data.get("state"):
-            self.state = str(event.data["state"])
-            self.message = event.message
-        elif event.kind == "step":
-            self.step, self.total = event.step, event.total or self.total
-            self.epoch = event.epoch if event.epoch is not None else self.epoch
-            m = event.metrics
-            self.loss = m.get("loss", self.loss)
-            self.learning_rate = m.get("learning_rate", self.learning_rate)
-            self.eta_seconds = m.get("eta_seconds", self.eta_seconds)
-        elif event.kind == "eval":
-            self.eval_loss = event.metrics.get("eval_loss", self.eval_loss)
-
-    def readings(self) -> dict[str, str]:
-        """The numbers known so far, formatted for display, in this order: ``loss``,
-        ``eval_loss``, ``learning_rate``, ``eta`` (the job card and the console show the same)."""
-        out: dict[str, str] = {}
-        if self.loss is not None:
-            out["loss"] = fmt_number(self.loss)
-        if self.eval_loss is not None:
-            out["eval_loss"] = fmt_number(self.eval_loss)
-        if self.learning_rate is not None:
-            out["learning_rate"] = fmt_number(self.learning_rate, 3)
-        if self.eta_seconds is not None:
-            out["eta"] = fmt_duration(self.eta_seconds)
-        return out
 
 
 def job_card(
@@ -497,88 +345,10 @@ def notice(text: str) -> Message:
 # evaluation
 
 
-_NOT_METRICS = {"n", "count", "examples", "skipped"}
-_MODEL_COLUMNS = (("zero_shot", "base zero-shot"), ("few_shot", "base few-shot"), ("finetuned", "fine-tuned"))
-
-
-def _eval_models(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """{column: {metric: value}} from the shapes the engine may use: ``baseline.zero_shot`` +
-    ``finetuned`` (the `ftbot run --json` contract), top-level ``zero_shot``/``few_shot``, or a
-    ``models`` mapping."""
-    out: dict[str, dict[str, Any]] = {}
-    sources: list[Mapping[str, Any]] = [report]
-    for key in ("baseline", "models", "results"):
-        if isinstance(report.get(key), Mapping):
-            sources.append(report[key])
-    for column, _ in _MODEL_COLUMNS:
-        for src in sources:
-            value = src.get(column)
-            if isinstance(value, Mapping):
-                metrics = value.get("metrics") if isinstance(value.get("metrics"), Mapping) else value
-                out[column] = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-                break
-    return out
-
-
 def baseline(data: Mapping[str, Any]) -> Message:
     """Baseline results (before training): the same table without the fine-tuned column."""
-    table = _metrics_table(dict(data))
+    table = metrics_table(dict(data))
     return Message(text="Baseline measured", blocks=[section("*Baseline (before fine-tuning)*\n" + table)])
-
-
-def _fmt_metric(metric: str, value: Any) -> str:
-    """A metric as the report writes it (shares as percentages: "93%"), counts as numbers."""
-    if isinstance(value, float) and not math.isnan(value):
-        return format_metric(metric, value)
-    return fmt_number(value)
-
-
-def _metrics_table(report: Mapping[str, Any], *, max_metrics: int = 8) -> str:
-    """The metrics (rows) of each model (columns). With the report's constant answer (``guess``:
-    always giving the typical answer, no model) it comes first as a column of its own, a last row
-    says whether each model beats it (``beats_constant``), and a line under the table says what
-    that constant answer is."""
-    models = _eval_models(report)
-    columns = [(key, label) for key, label in _MODEL_COLUMNS if key in models]
-    if not columns:
-        return "_no figures_"
-    guess = report.get("guess")
-    if isinstance(guess, Mapping) and isinstance(guess.get("metrics"), Mapping):
-        models["constant"] = {k: v for k, v in guess["metrics"].items() if isinstance(v, int | float)}
-        columns.insert(0, ("constant", "constant answer"))
-    primary = report.get("metric")
-    metrics: list[str] = []
-    if primary and any(primary in models[c] for c, _ in columns):
-        metrics.append(str(primary))
-    for c, _ in columns:
-        for m in models[c]:
-            if m not in metrics and m not in _NOT_METRICS:
-                metrics.append(m)
-    metrics = metrics[:max_metrics]
-    width = max(len(m) for m in metrics) + 2 if metrics else 8
-    if "constant" in models:
-        width = max(width, len("beats constant") + 2)  # the last row's label
-    head = "metric".ljust(width) + "".join(label.rjust(16) for _, label in columns)
-    rows = [head]
-    for m in metrics:
-        mark = " ↓" if m in _LOWER_IS_BETTER else ""
-        rows.append(
-            escape(m + mark).ljust(width)
-            + "".join(_fmt_metric(m, models[c].get(m)).rjust(16) for c, _ in columns)
-        )
-    beats = report.get("beats_constant")
-    if "constant" in models and isinstance(beats, Mapping) and beats:
-        marks = {True: "yes", False: "NO"}
-        rows.append(
-            "beats constant".ljust(width)
-            + "".join(("" if c == "constant" else marks.get(beats.get(c), "–")).rjust(16) for c, _ in columns)
-        )
-    table = "```\n" + "\n".join(rows) + "\n```"
-    if "constant" in models:
-        answer = str(guess.get("answer", ""))
-        answer = (answer if len(answer) <= 60 else answer[:59] + "…").replace("`", "'")
-        table += f"\n_constant answer: always answering `{escape(answer)}` (no model)_"
-    return table
 
 
 def eval_table(report: Any) -> Message:
@@ -591,12 +361,12 @@ def eval_table(report: Any) -> Message:
         intro += f" · task: {escape(task)}"
     if metric:
         intro += f" · judged by `{escape(metric)}`" + (
-            " (lower is better)" if metric in _LOWER_IS_BETTER else ""
+            " (lower is better)" if metric in LOWER_IS_BETTER_SHOWN else ""
         )
     n = rep.get("n") or rep.get("examples") or rep.get("eval_examples")
     if n:
         intro += f" · {fmt_number(n)} held-out examples"
-    return Message(text="Evaluation results", blocks=[section(intro + "\n" + _metrics_table(rep))])
+    return Message(text="Evaluation results", blocks=[section(intro + "\n" + metrics_table(rep))])
 
 
 def shown_flags(report: Any) -> set[str]:
@@ -918,8 +688,6 @@ def ask_answer(
 
 
 def help_message(topic: str = "finetune") -> Message:
-    from bot.slack.parse import ASK_KEYS, ASK_USAGE, FINETUNE_USAGE, accepted_finetune_keys
-
     if topic == "ask":
         body = (
             f"*Ask a model*\n{ASK_USAGE}\n"
@@ -956,30 +724,6 @@ def error(text: str) -> Message:
 # terminal rendering
 
 
-_MRKDWN = [
-    (re.compile(r"<@([^>|]+)(?:\|[^>]*)?>"), r"@\1"),
-    (re.compile(r"<#([^>|]+)(?:\|[^>]*)?>"), r"#\1"),
-    (re.compile(r"<(https?://[^|>]+)\|([^>]+)>"), r"\2 (\1)"),
-    (
-        re.compile(
-            r":(white_check_mark|heavy_minus_sign|x|warning|hourglass|mag|straight_ruler|hammer_and_wrench"
-            r"|bar_chart|no_entry_sign|clipboard|moneybag|gear|grey_question|label):"
-        ),
-        "",
-    ),
-    (re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])"), r"\1"),
-    (re.compile(r"(?<![\w_])_([^_\n]+)_(?![\w_])"), r"\1"),
-    (re.compile(r"```\n?"), ""),
-    (re.compile(r"`([^`\n]*)`"), r"\1"),
-]
-
-
-def _plain(text: str) -> str:
-    for pattern, repl in _MRKDWN:
-        text = pattern.sub(repl, text)
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
-
-
 def to_plain(message: Message) -> str:
     """Render ``message.blocks`` as terminal text (what the console prints)."""
     out: list[str] = []
@@ -990,15 +734,15 @@ def to_plain(message: Message) -> str:
             out += [title, "=" * min(len(title), 60)]
         elif kind == "section":
             if block.get("text"):
-                out.append(_plain(block["text"]["text"]))
+                out.append(plain(block["text"]["text"]))
             accessory = block.get("accessory") or {}
             if accessory.get("action_id") == ACTION_USE:
                 out.append(f"  → use it with: /finetune use {accessory['value']}")
             for f in block.get("fields") or []:
-                label, _, value = _plain(f["text"]).partition("\n")
+                label, _, value = plain(f["text"]).partition("\n")
                 out.append(f"  {label}: {value.replace(chr(10), ' · ')}" if value else f"  {label}")
         elif kind == "context":
-            out.append("  (" + " ".join(_plain(e.get("text", "")) for e in block["elements"]) + ")")
+            out.append("  (" + " ".join(plain(e.get("text", "")) for e in block["elements"]) + ")")
         elif kind == "actions":
             for el in block.get("elements") or []:
                 if el.get("action_id") == ACTION_START:

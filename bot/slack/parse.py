@@ -1,6 +1,6 @@
-"""Parse slash-command text into typed requests. Pure: stdlib and engine errors only.
+"""Parse slash-command text into typed requests. Pure: stdlib and the engine's errors and option table.
 
-Grammar (DESIGN.md, "Slash command arguments are key=value words"):
+Grammar (slash command arguments are key=value words):
 
     /finetune [DATASET] [backend=local|openai] [base=MODEL] [epochs=N] [lr=X] [r=N]
               [target=MODULES] [metric=NAME] [eval=DATASET]
@@ -12,36 +12,26 @@ Grammar (DESIGN.md, "Slash command arguments are key=value words"):
 Anything else gives a :class:`ParseError` whose message says what was wrong and lists what is
 accepted. Only the grammar is checked here; which keys exist and what values they take is the
 engine's option table (``ConfigError`` lists every problem and the accepted keys at once), so the
-two can never disagree. :meth:`FinetuneRequest.submit` hands a parsed request to the engine it is
-given, so the Slack app and the console submit alike.
+two can never disagree. bot/dispatch.py routes each parsed request to its handler, the same way
+for the Slack app and the console.
 """
 
 from __future__ import annotations
 
 import difflib
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import unescape
 from typing import TYPE_CHECKING, Any
 
-from engine import UsageError
+from engine import UsageError, option_help
 
 if TYPE_CHECKING:
-    from engine import Engine, Job
+    from engine import Engine
 
-# key -> (what it takes, type check). The keys are passed to Engine.submit as options.
-FINETUNE_KEYS: dict[str, str] = {
-    "backend": "local or openai",
-    "base": "base model: one of FTBOT_BASE_MODELS (by default the bot's base model, builtin:smollm2 and "
-    "builtin:tiny; admins may name any Hugging Face id or local model directory) or an OpenAI model",
-    "epochs": "number of passes over the data, a whole number such as 3",
-    "lr": "learning rate, a number such as 2e-4",
-    "r": "LoRA rank, a whole number such as 16",
-    "target": "LoRA target modules, e.g. all-linear or q_proj,v_proj",
-    "metric": "the metric to judge by: mae, field_accuracy, accuracy or token_f1",
-    "eval": "a dataset to evaluate on instead of a held-out split",
-}
+# `eval=` is read here, not by the engine: a dataset to evaluate on (FinetuneRequest.eval_dataset).
+EVAL_KEY_HELP = "a dataset to evaluate on instead of a held-out split"
 FINETUNE_SUBCOMMANDS = ("status", "list", "cancel", "help", "models", "use")
 # What `/finetune use` accepts (Engine.use_model): a model id, or one of these words.
 USE_CHOICES: dict[str, str] = {
@@ -76,22 +66,6 @@ class FinetuneRequest:
     dataset: str | None = None  # None: the channel's latest usable upload
     options: dict[str, str] = field(default_factory=dict)  # backend, base, epochs, lr, r, target, metric
     eval_dataset: str | None = None
-
-    def submit(
-        self, engine: Engine, resolve: Callable[[str | None], str], *, owner: str, team: str, channel: str
-    ) -> Job:
-        """Submit the job this request asks for. ``resolve`` turns a dataset reference (``None``:
-        the channel's latest usable upload) into a dataset hash, or raises what to tell the user."""
-        dataset_hash = resolve(self.dataset)
-        eval_hash = resolve(self.eval_dataset) if self.eval_dataset else None
-        return engine.submit(
-            dataset_hash,
-            options=dict(self.options),
-            owner=owner,
-            team=team,
-            channel=channel,
-            eval_dataset_hash=eval_hash,
-        )
 
 
 @dataclass(frozen=True)
@@ -169,18 +143,13 @@ def _words(text: str) -> list[str]:
 
 
 def option_table() -> list[tuple[str, str]]:
-    """``(key, what it takes)`` for help texts: the engine's option table when it publishes one
-    (``engine.option_help``), else the keys documented in DESIGN.md; ``eval`` is ours."""
-    import engine
-
-    helper = getattr(engine, "option_help", None) if "option_help" in getattr(engine, "__all__", ()) else None
-    if not callable(helper):
-        return list(FINETUNE_KEYS.items())
+    """``(key, what it takes)`` for help texts: the engine's option table (``option_help``) for
+    both backends (an OpenAI-only key says so), then ``eval``, which is ours."""
     table: dict[str, str] = {}
     for backend in ("local", "openai"):
-        for key, accepted in helper(backend):
+        for key, accepted in option_help(backend):
             table.setdefault(str(key), str(accepted) + ("" if backend == "local" else " (openai)"))
-    table["eval"] = FINETUNE_KEYS["eval"]
+    table["eval"] = EVAL_KEY_HELP
     return list(table.items())
 
 

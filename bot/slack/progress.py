@@ -35,6 +35,8 @@ from typing import Any, Protocol
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 
+from bot.job_progress import JobProgress
+from bot.progress_view import LIVE_KINDS, chart_title, thread_messages
 from bot.slack import blocks
 from engine import Job, JobState, ProgressEvent
 
@@ -162,7 +164,7 @@ class JobCards:
                 _safe_engine(lambda: jobs.set_reply_to(job.id, where))
             return where
 
-    def update(self, job: Job, progress: blocks.JobProgress | None = None) -> None:
+    def update(self, job: Job, progress: JobProgress | None = None) -> None:
         where = self.reply_to(job)
         if where is None:
             return
@@ -230,9 +232,6 @@ def _safe_engine(func: Callable[[], Any]) -> Any:
 
 
 _FINAL = frozenset(s.value for s in JobState if s.is_final)
-# Events that only edit the card (a replay folds them into one edit).
-_EDIT_ONLY = frozenset({"step", "eval"})
-_CHART_TITLES = {"loss_chart": "Training loss", "eval_chart": "Evaluation"}
 
 
 class SlackProgressSink:
@@ -247,7 +246,7 @@ class SlackProgressSink:
     def __init__(self, cards: JobCards, job: Job) -> None:
         self.cards = cards
         self.job = job
-        self.progress = blocks.JobProgress(state=str(job.state))
+        self.progress = JobProgress(state=str(job.state))
         self._last_edit: float | None = None
         self._dirty = False
         self._shown: set[str] = set()  # caveats already in the verdict (not posted again as alerts)
@@ -297,7 +296,7 @@ class SlackProgressSink:
             self._replaying = True
             try:
                 for event in events:
-                    if event.kind in _EDIT_ONLY:
+                    if event.kind in LIVE_KINDS:
                         self.progress.apply(event)
                         self._dirty = True
                         continue
@@ -339,7 +338,7 @@ class SlackProgressSink:
         if cards.reply_to(self.job) is None:
             cards.ensure(self.job)
         self.progress.apply(event)
-        if kind in ("step", "eval"):
+        if kind in LIVE_KINDS:  # steps and evaluation losses only edit the card
             self._edit_card(force=False)
             return
         if kind == "state":
@@ -354,40 +353,18 @@ class SlackProgressSink:
             return
         if self._dirty:  # a milestone: show the latest step first so the card never lags
             self._edit_card(force=True)
-        if kind == "preflight":
-            cards.post_in_thread(self.job, blocks.preflight(data, event.message))
-            if data.get("confirmation_required"):
-                cost = data.get("cost_usd", data.get("usd"))
-                cards.post_in_thread(self.job, blocks.confirm_cost(self.job.id, cost))
-        elif kind == "baseline":
-            cards.post_in_thread(self.job, blocks.baseline(data))
-        elif kind == "alert":
-            text = event.message or str(data.get("message", ""))
-            if text not in self._shown:
-                cards.post_in_thread(self.job, blocks.alert(text, data.get("code")))
-        elif kind == "evaluation":
-            self._shown |= blocks.shown_flags(data)
-            cards.post_in_thread(self.job, blocks.eval_table(data))
-            cards.post_in_thread(self.job, blocks.verdict(data))
-            flips = blocks.flips(data)
-            if flips is not None:
-                cards.post_in_thread(self.job, flips)
-        elif kind == "artifact":
+        if kind == "artifact":
             path = data.get("path")
-            chart = str(data.get("kind", "chart"))
             if path:
                 cards.upload_in_thread(
                     self.job,
                     Path(str(path)),
-                    title=_CHART_TITLES.get(chart, chart.replace("_", " ")),
+                    title=chart_title(str(data.get("kind", "chart"))),
                     comment=event.message or None,
                 )
-        elif kind == "submitted":
-            cards.post_in_thread(
-                self.job, blocks.notice(event.message or f"Remote job {data.get('remote_id', '')} created.")
-            )
-        elif kind == "log" and data.get("notify"):
-            cards.post_in_thread(self.job, blocks.notice(event.message))
+            return
+        for message in thread_messages(event, self._shown, self.job.id):
+            cards.post_in_thread(self.job, message)
 
     def _finish(self) -> None:
         """The job ended: the result, broadcast to the channel (the engine announced the promotion

@@ -1,9 +1,8 @@
-"""A job's backend-independent steps, shared by every pipeline.
+"""A job's backend-independent steps, which the job runner (:mod:`engine.runner`) calls.
 
-The local worker (``engine.worker``: QLoRA in a child process) and the OpenAI pipeline
-(``engine.openai_pipeline``: driven by scheduler pollers in the bot process) run a job through the
-same states with the same files, keys and events; what differs is how they generate answers and
-train. This module holds what is the same, with generation injected:
+Every backend's jobs go through the same states with the same files, keys and events; what
+differs is how they generate answers and train (:class:`engine.backends.Backend`). This module
+holds what is the same, with generation injected:
 
 - :class:`JobContext`: the job, its run directory, its progress sink (events go to SQLite),
   cancellation (:meth:`JobContext.check` raises :class:`Cancelled`) and state changes.
@@ -76,7 +75,6 @@ class JobContext:
     settings: Settings
     job_id: str
     stop_flag: threading.Event = field(default_factory=threading.Event)
-    resume: bool = False
     _last_check: float = -1e9
     _stopped: bool = False
 

@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import threading
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,23 +108,11 @@ class Engine:
         self._start_hooks: list[Callable[[], None]] = []
         self._stop_hooks: list[Callable[[], None]] = []
 
-    def use_openai(
-        self,
-        *,
-        clock: Callable[[], float] | None = None,
-        sleep: Callable[[float], None] | None = None,
-        monotonic: Callable[[], float] | None = None,
-        today: Callable[[], date] | None = None,
-    ) -> OpenAIPipeline:
+    def use_openai(self, **kwargs: Any) -> OpenAIPipeline:
         """Drive OpenAI jobs (and answer /ask for OpenAI models) with a new
-        :class:`~engine.openai_pipeline.OpenAIPipeline`: it becomes :attr:`openai` and
-        ``backend_runners["openai"]``. Called by ``__init__``; tests call it again (before
-        :meth:`start`) to inject the fine-tuner's clock and sleep, the poll backoff's monotonic
-        clock and the day OpenAI's shutdown dates are compared with."""
-        kwargs: dict[str, Any] = {"today": today}
-        for name, value in (("clock", clock), ("sleep", sleep), ("monotonic", monotonic)):
-            if value is not None:
-                kwargs[name] = value
+        :class:`~engine.openai_pipeline.OpenAIPipeline` (``kwargs``: its ``clock``, ``sleep``,
+        ``monotonic`` and ``today``): it becomes :attr:`openai` and ``backend_runners["openai"]``.
+        Called by ``__init__``; tests call it again, before :meth:`start`, to inject time."""
         self.openai = OpenAIPipeline(self, **kwargs)
         self.backend_runners[OPENAI] = self.openai
         return self.openai
@@ -378,7 +366,7 @@ class Engine:
             if configured:
                 names = [m for m in configured if is_openai_model(m)]
             else:
-                names = self._openai_price_families()
+                names = self.openai.backend.price_families()
             return tuple(dict.fromkeys([self._default_base_model(backend), *names]))
         names = (
             [m for m in configured if not is_openai_model(m)]
@@ -392,25 +380,6 @@ class Engine:
         if backend == OPENAI and not is_openai_model(self.settings.base_model):
             return DEFAULT_BASE_MODEL
         return self.settings.base_model
-
-    def _openai_price_families(self) -> list[str]:
-        """The OpenAI model families with a known training price, without those retired today."""
-        from engine.backends import openai_ft
-
-        today = self.openai.today()
-        names = sorted(
-            {*openai_ft.TRAINING_PRICES_USD_PER_1M, *self.settings.openai_training_prices}, key=str.lower
-        )
-        return [
-            name
-            for name in names
-            if is_openai_model(name)
-            and not name.startswith("ft:")
-            and not (
-                (retired := openai_ft.retirement_date(name, self.settings.openai_retirements))
-                and today >= retired
-            )
-        ]
 
     def _check_base_model(self, backend: str, name: str, *, is_admin: bool) -> None:
         """A base model the user chose: one of :meth:`allowed_base_models` unless ``is_admin``; a

@@ -313,6 +313,27 @@ class OpenAIBackend:
             "base_model_retires": retires.isoformat() if retires else None,
         }
 
+    def price_families(self) -> list[str]:
+        """The OpenAI model families with a known training price (``openai_ft``'s table plus
+        FTBOT_OPENAI_PRICES), without those retired today."""
+        # lazy: keeps `openai` out of `import engine`
+        from engine.backends import openai_ft
+
+        today = self.today()
+        names = sorted(
+            {*openai_ft.TRAINING_PRICES_USD_PER_1M, *self.settings.openai_training_prices}, key=str.lower
+        )
+        return [
+            name
+            for name in names
+            if is_openai_model(name)
+            and not name.startswith("ft:")
+            and not (
+                (retired := openai_ft.retirement_date(name, self.settings.openai_retirements))
+                and today >= retired
+            )
+        ]
+
     # ----- leases and poll backoff
 
     def claim(self, job: Job) -> bool:

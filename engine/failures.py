@@ -6,16 +6,20 @@ the OpenAI poller all end jobs through :func:`fail_job`, so a failed job always 
 and its data the hint. :func:`internal_error` and :func:`is_out_of_memory` word the two failures
 that are not an :class:`~engine.errors.FtbotError`.
 
-Stdlib and engine core modules only (no scheduler, no runner: both import this).
+At run time it imports only engine.errors and engine.jobs (the store for type checkers): the
+scheduler, the runner and the OpenAI poller all import it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from engine.errors import InvalidTransition, JobNotFound
 from engine.jobs import JobState
-from engine.store import Store
+
+if TYPE_CHECKING:
+    from engine.store import Store
 
 
 def fail_job(

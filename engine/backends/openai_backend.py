@@ -467,12 +467,13 @@ class OpenAIBackend:
             ctx.record(training={"trained_tokens": result.trained_tokens, "remote_id": job.remote_id})
             return TrainedModel(kind=BACKEND, name=result.model_name)
         if result.status == "cancelled":
-            fail_job(
-                self.store, job.id, result.error or "The OpenAI job was cancelled.", to=JobState.CANCELLED
-            )
+            message, to = result.error or "The OpenAI job was cancelled.", JobState.CANCELLED
         else:
             error = result.error or f"The OpenAI job ended with status {result.status}."
-            fail_job(self.store, job.id, error + self._where_in_dataset(ctx, error))
+            message, to = error + self._where_in_dataset(ctx, error), JobState.FAILED
+        refused = fail_job(self.store, job.id, message, to=to)
+        if refused is not None:
+            log.error("could not record that job %s ended (%s): %s", job.id, message, refused)
         return None
 
     def finished_training(self, ctx: JobContext, model: TrainedModel) -> tuple[str, dict[str, Any]]:

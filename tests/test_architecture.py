@@ -101,9 +101,7 @@ def test_import_rules(module: str, path: Path) -> None:
         if root in HEAVY_ML:
             allowed = module in ML_OWNERS or module.startswith(ML_OWNERS_PREFIX)
             if not allowed:
-                problems.append(
-                    f"{where}: ML libraries live only in engine/backends/local_*"
-                )
+                problems.append(f"{where}: ML libraries live only in engine/backends/local_*")
             elif top:
                 problems.append(
                     f"{where}: import ML libraries inside functions so `import engine` stays light"

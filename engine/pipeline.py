@@ -1,9 +1,8 @@
-"""A job's backend-independent steps, shared by every pipeline.
+"""A job's backend-independent steps, which the job runner (:mod:`engine.runner`) calls.
 
-The local worker (``engine.worker``: QLoRA in a child process) and the OpenAI pipeline
-(``engine.openai_pipeline``: driven by scheduler pollers in the bot process) run a job through the
-same states with the same files, keys and events; what differs is how they generate answers and
-train. This module holds what is the same, with generation injected:
+Every backend's jobs go through the same states with the same files, keys and events; what
+differs is how they generate answers and train (:class:`engine.backends.Backend`). This module
+holds what is the same, with generation injected:
 
 - :class:`JobContext`: the job, its run directory, its progress sink (events go to SQLite),
   cancellation (:meth:`JobContext.check` raises :class:`Cancelled`) and state changes.
@@ -32,6 +31,8 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+from engine import charts, dataset, evaluate, prompts
+from engine.config import TrainConfig
 from engine.errors import DatasetNotFound, FtbotError, InvalidTransition, JobNotFound, UsageError
 from engine.jobs import Job, JobState
 from engine.paths import run_dir
@@ -76,7 +77,6 @@ class JobContext:
     settings: Settings
     job_id: str
     stop_flag: threading.Event = field(default_factory=threading.Event)
-    resume: bool = False
     _last_check: float = -1e9
     _stopped: bool = False
 
@@ -154,7 +154,6 @@ def _common_system_prompt(examples: Sequence[Sequence[Mapping[str, Any]]]) -> st
 
 
 def _load_examples(path: Path) -> list[Any]:
-    from engine import dataset
 
     if not Path(path).is_file():
         raise DatasetNotFound(
@@ -168,8 +167,6 @@ def _load_examples(path: Path) -> list[Any]:
 
 def prepare_data(ctx: JobContext) -> EvalData:
     """Step 1: the training and eval examples (deterministic: a resumed job gets the same split)."""
-    from engine import dataset
-    from engine.config import TrainConfig
 
     job = ctx.job
     config = TrainConfig.from_dict(job.config)
@@ -241,7 +238,6 @@ def log_answers(ctx: JobContext, label: str, done: int, total: int) -> None:
 
 def saved_baseline(ctx: JobContext, data: EvalData) -> dict[str, Any] | None:
     """``baseline.json`` when it was measured on exactly these eval prompts, else None."""
-    from engine import prompts
 
     path = ctx.dir / "baseline.json"
     if not path.exists():
@@ -273,7 +269,6 @@ def measure_baseline(
     injected). Saved to ``<run dir>/baseline.json`` (reused when a resumed job asks again with the
     same prompts), the job's ``result`` (``baseline``, ``task``, ``metric``) and a ``baseline``
     event. Moves a job in ``baseline`` on to ``training``. Returns the saved record."""
-    from engine import evaluate, prompts
 
     eval_prompts = [prompts.eval_prompt(ex) for ex in data.eval]
     references = [prompts.reference(ex) for ex in data.eval]
@@ -378,7 +373,6 @@ def finish_evaluation(
     message), ``promotion_reasons`` (why the rule refused it; empty when it passed),
     ``kept_choice`` (the user's choice that stood, or None) and ``report_md`` (the page's path);
     ``report.json`` holds the same under ``promotion``."""
-    from engine import evaluate, prompts
 
     job = ctx.job
     references = list(base["references"])
@@ -417,8 +411,6 @@ def finish_evaluation(
         "evaluation", report.get("summary", ""), data={k: v for k, v in report.items() if k != "per_example"}
     )
     with contextlib.suppress(Exception):  # a chart is a nicety; never fail an evaluated job for it
-        from engine import charts
-
         chart = charts.eval_chart(report, ctx.dir / "eval.png")
         ctx.emit("artifact", "Evaluation chart.", data={"kind": "eval_chart", "path": str(chart)})
     for flag in report.get("flags") or []:
@@ -427,37 +419,7 @@ def finish_evaluation(
     verdict = report.get("verdict")
     with contextlib.suppress(FtbotError):  # a resumed evaluation registered it already
         ctx.store.add_model(replace(model, verdict=verdict, metrics=report.get("finetuned") or {}))
-    promoted = eligible
-    kept: dict[str, Any] | None = None  # a user's choice that the promotion did not replace
-    if promoted:
-        choice = ctx.store.promote(job.team, job.channel, model.id)
-        ctx.store.audit(
-            PROMOTION_RULE,
-            "model.promote",
-            model.id,
-            {
-                "team": job.team,
-                "channel": job.channel,
-                "verdict": verdict,
-                "became_current": choice.model_id == model.id,
-                "job": job.id,
-            },
-        )
-        if choice.model_id == model.id:
-            promotion = (
-                f"The fine-tuned model {model.id} is now this channel's default model (verdict: {verdict})."
-            )
-        else:
-            promoted = False
-            kept = {
-                "mode": choice.mode,
-                "model_id": choice.model_id,
-                "set_by": choice.set_by,
-                "set_at": choice.set_at.isoformat() if choice.set_at else None,
-            }
-            promotion = held_promotion_message(model.id, verdict, choice)
-    else:
-        promotion = refused_promotion_message(model.id, reasons)
+    promoted, promotion, kept = _promote(ctx, job, model.id, verdict, eligible, reasons)
     report["promotion"] = {
         "eligible": eligible,
         "reasons": reasons,
@@ -486,6 +448,42 @@ def finish_evaluation(
     return ctx.advance(JobState.SUCCEEDED, report.get("summary") or "Done.", model_id=model.id, result=result)
 
 
+def _promote(
+    ctx: JobContext, job: Job, model_id: str, verdict: str | None, eligible: bool, reasons: Sequence[str]
+) -> tuple[bool, str, dict[str, Any] | None]:
+    """The promotion rule's outcome for a registered fine-tune (:func:`finish_evaluation`):
+    whether it became the channel's current model, the promotion alert's message, and the
+    user's choice that stood instead (None when none did)."""
+    if not eligible:
+        return False, refused_promotion_message(model_id, reasons), None
+    choice = ctx.store.promote(job.team, job.channel, model_id)
+    ctx.store.audit(
+        PROMOTION_RULE,
+        "model.promote",
+        model_id,
+        {
+            "team": job.team,
+            "channel": job.channel,
+            "verdict": verdict,
+            "became_current": choice.model_id == model_id,
+            "job": job.id,
+        },
+    )
+    if choice.model_id == model_id:
+        return (
+            True,
+            f"The fine-tuned model {model_id} is now this channel's default model (verdict: {verdict}).",
+            None,
+        )
+    kept = {
+        "mode": choice.mode,
+        "model_id": choice.model_id,
+        "set_by": choice.set_by,
+        "set_at": choice.set_at.isoformat() if choice.set_at else None,
+    }
+    return False, held_promotion_message(model_id, verdict, choice), kept
+
+
 #: The charts report.md links when they are in the run directory (file name -> caption).
 REPORT_CHARTS = {
     "loss.png": "Training loss, eval loss and learning rate by optimizer step",
@@ -504,18 +502,16 @@ def _write_report_files(ctx: JobContext, job: Job, report: Mapping[str, Any]) ->
     """``report.json`` again, now with the promotion's outcome, and ``report.md``. Returns the
     page's path; None when it could not be written (a report page never fails an evaluated job:
     the verdict is already in report.json, the store and the thread)."""
-    from engine import evaluate
-
     _write_text(ctx.dir / "report.json", json.dumps(report, ensure_ascii=False, indent=1))
-    dataset = None
+    dataset_name = None
     with contextlib.suppress(FtbotError):
-        dataset = ctx.store.get_dataset(job.dataset_hash).name
+        dataset_name = ctx.store.get_dataset(job.dataset_hash).name
     try:
         page = evaluate.render_markdown(
             report,
             job_id=job.id,
             base_model=job.base_model,
-            dataset=dataset,
+            dataset=dataset_name,
             promotion=report.get("promotion"),
             charts={name: caption for name, caption in REPORT_CHARTS.items() if (ctx.dir / name).is_file()},
         )

@@ -19,7 +19,7 @@ One tick:
    ``FTBOT_HOME/local-job.lock`` that the dispatcher takes before it claims a job and its worker
    inherits. Claiming is a compare-and-set ``queued -> validating``, so two dispatchers never start
    the same job. Only local jobs run in workers; OpenAI jobs are driven in this process by pollers
-   (below), never by the queue. ``ftbot run`` (:meth:`Dispatcher.run_foreground`) waits in the
+   (below), never by the queue. ``ftbot run`` (:func:`engine.follow.run_local`) waits in the
    queue for the slot and says which job holds it.
 3. **Relay** new events from SQLite to the subscribed display (:class:`~engine.relay.Relay`: one
    throttle and one delivery cursor per job, so a restart catches up without repeats).
@@ -52,11 +52,12 @@ from typing import Any
 
 from engine.diagnosis import diagnose_exit, storage_problem
 from engine.errors import BackendUnavailable, FtbotError, InvalidTransition, JobNotFound, StoreError
+from engine.failures import fail_job
 from engine.hostlock import HostLock, host_lock_path, process_label
 from engine.jobs import ACTIVE_STATES, Job, JobState
 from engine.paths import checkpoints_dir, latest_checkpoint, remove_partial_files, worker_log_path
-from engine.progress import ProgressEvent, ProgressSink, utcnow
-from engine.relay import Relay, SinkFactory, relay_events
+from engine.progress import ProgressEvent, utcnow
+from engine.relay import Relay, SinkFactory
 from engine.settings import Settings
 from engine.store import Store
 from engine.workers import Launcher, WorkerProcess, log_tail, parent_alive, pid_alive, start_worker
@@ -366,23 +367,12 @@ class Dispatcher:
             self.store.update_job(job_id, worker_pid=None)
 
     def _fail(self, job_id: str, message: str, hint: str | None) -> Exception | None:
-        """Mark the job failed (one already final stays as it is). Never raises: returns the
-        database's error when it refused to write (a full disk), else None."""
-        try:
-            self.store.transition(
-                job_id,
-                JobState.FAILED,
-                now=self._clock(),
-                error=f"{message} {hint}" if hint else message,
-                message=message,
-                data={"hint": hint} if hint else None,
-            )
-        except (InvalidTransition, JobNotFound):
-            pass
-        except Exception as exc:  # sqlite3.OperationalError "database or disk is full", OSError
-            log.error("could not record that job %s failed (%s): %s", job_id, message, exc)
-            return exc
-        return None
+        """Mark the job failed (:func:`engine.failures.fail_job`; one already final stays as it
+        is). Never raises: returns the database's error when it refused to write (a full disk)."""
+        refused = fail_job(self.store, job_id, message, hint, now=self._clock())
+        if refused is not None:
+            log.error("could not record that job %s failed (%s): %s", job_id, message, refused)
+        return refused
 
     def terminate(self, job_id: str) -> None:
         """Ask the job's worker to stop now (the job was cancelled). Returns at once; the next
@@ -495,127 +485,6 @@ class Dispatcher:
             return
         self._last_orphan_check = now
         self.recover(dead_grace=_ORPHAN_DEAD_GRACE_SECONDS)
-
-    # ----- one job, in the foreground (``ftbot run``)
-
-    def run_foreground(
-        self,
-        job_id: str,
-        sink: ProgressSink,
-        *,
-        poll_seconds: float = 0.2,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> Job:
-        """Run ``job_id`` (it must be queued) as soon as the host's slot is free, and follow it to
-        the end, passing its events to ``sink`` unthrottled. Returns the final job.
-
-        While another local job holds the host (another ``ftbot run``, the bot, the console), the
-        job waits in the queue and ``sink`` hears why: an ``alert`` (code ``waiting``, not stored)
-        with :meth:`waiting_message`, again when the job it waits for changes. Should another
-        process's queue start it meanwhile (``ftbot serve``), it is followed there. Ctrl-C cancels
-        the job, waiting or running, and waits for the worker to stop.
-
-        Raises:
-            StoreError: the worker died and the database refused to record it (a full disk).
-        """
-        after = self.store.last_event_seq(job_id)
-        for event in self.store.events(job_id):
-            sink.emit(event)
-
-        def pump() -> None:
-            nonlocal after
-            after = relay_events(self.store, job_id, sink, after)
-
-        try:
-            proc = self._wait_for_slot(job_id, sink, poll_seconds=poll_seconds, sleep=sleep)
-        except KeyboardInterrupt:
-            self._cancel(job_id, "Cancelled (Ctrl-C) while it waited for the host.")
-            proc = None
-        if proc is None:  # cancelled while waiting, or started by another process's queue
-            return self._follow_elsewhere(job_id, pump, poll_seconds=poll_seconds, sleep=sleep)
-        try:
-            while True:
-                pump()
-                code = proc.poll()
-                job = self.store.get_job(job_id)
-                if code is not None:
-                    with self._lock:
-                        self._release(proc)
-                    self._finish(job, proc, code)
-                    break
-                proc.sample_memory()
-                if job.is_final:
-                    if proc.stop_requested_at is None:
-                        proc.stop_requested_at = self._monotonic()
-                        proc.terminate()
-                    elif self._monotonic() - proc.stop_requested_at >= self._grace:
-                        proc.kill()
-                sleep(poll_seconds)
-        except KeyboardInterrupt:
-            self._cancel(job_id, "Cancelled (Ctrl-C).")
-            proc.terminate()
-            if proc.wait(self._grace) is None:
-                proc.kill()
-                proc.wait(self._grace)
-            with self._lock:
-                self._release(proc)
-            self._finish(self.store.get_job(job_id), proc, proc.poll() or -1)
-        pump()
-        return self.store.get_job(job_id)
-
-    def _wait_for_slot(
-        self, job_id: str, sink: ProgressSink, *, poll_seconds: float, sleep: Callable[[float], None]
-    ) -> WorkerProcess | None:
-        """Start ``job_id`` once the host's slot is free; meanwhile tell ``sink`` what it waits
-        for. None when the job left the queue first (cancelled, or another process started it)."""
-        announced: str | None = None
-        while True:
-            if self.store.get_job(job_id).state is not JobState.QUEUED:
-                return None
-            with self._lock:
-                if self.current is None and self._take_slot(job_id):
-                    try:
-                        return self.start(job_id)
-                    except InvalidTransition:
-                        return None  # claimed elsewhere meanwhile (start gave the slot back)
-            holder, _ = self._slot_holder(job_id)
-            key = holder.id if holder is not None else ""
-            if key != announced:
-                announced = key
-                sink.emit(
-                    ProgressEvent(
-                        job_id,
-                        "alert",
-                        self.waiting_message(job_id),
-                        data={"code": "waiting", "holder": key or None},
-                        at=self._clock(),
-                    )
-                )
-            sleep(poll_seconds)
-
-    def _follow_elsewhere(
-        self,
-        job_id: str,
-        pump: Callable[[], None],
-        *,
-        poll_seconds: float,
-        sleep: Callable[[float], None],
-    ) -> Job:
-        """Relay a job that another process runs (or that ended) until it is final. Ctrl-C
-        cancels it; its own dispatcher then stops the worker (SIGTERM here too, to be quick)."""
-        try:
-            while not self.store.get_job(job_id).is_final:
-                pump()
-                sleep(poll_seconds)
-        except KeyboardInterrupt:
-            self._cancel(job_id, "Cancelled (Ctrl-C).")
-            self.terminate(job_id)
-        pump()
-        return self.store.get_job(job_id)
-
-    def _cancel(self, job_id: str, message: str) -> None:
-        with contextlib.suppress(InvalidTransition):
-            self.store.transition(job_id, JobState.CANCELLED, now=self._clock(), message=message)
 
 
 # --------------------------------------------------------------------------- the timer

@@ -12,8 +12,9 @@ Heavy work never happens here: training and evaluation run in a worker process
 (``engine.worker``) that the scheduler starts; ``ask`` hands the question to the model server's
 generation thread. Backends are picked by ``job.backend``: ``local`` jobs go through the
 dispatcher's queue one at a time (the GPU), each in a worker process; ``openai`` jobs are driven in
-this process by :class:`~engine.openai_pipeline.OpenAIPipeline` through scheduler pollers (it
-plugs in through :attr:`Engine.backend_runners`, called on submit).
+this process by :class:`~engine.openai_pipeline.OpenAIPipeline` through scheduler pollers (the
+Engine holds it as :attr:`Engine.openai`, set by :meth:`Engine.use_openai`, and registers it in
+:attr:`Engine.backend_runners`, called on submit). Both run the same job runner (engine/runner.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine import follow
+from engine.backends.openai_backend import DEFAULT_BASE_MODEL, is_openai_model
 from engine.errors import (
     BackendUnavailable,
     DatasetError,
@@ -36,6 +39,7 @@ from engine.errors import (
     UsageError,
 )
 from engine.jobs import ACTIVE_STATES, Job, JobState, new_job_id
+from engine.openai_pipeline import OpenAIPipeline
 from engine.progress import ProgressEvent, ProgressSink, utcnow
 from engine.scheduler import Dispatcher, Scheduler
 from engine.settings import BUILTIN_SMOLLM2, BUILTIN_TINY, Settings
@@ -97,16 +101,22 @@ class Engine:
         # backend name -> callable(engine, job) run on submit for backends the local queue does not
         # run (the OpenAI pipeline registers here; no backend runs both ways).
         self.backend_runners: dict[str, Callable[[Engine, Job], None]] = {}
-        # The OpenAI backend: jobs driven by scheduler pollers, /ask through chat completions
-        # (engine/openai_pipeline.py registers itself in backend_runners and as ask_remote).
-        from engine.openai_pipeline import OpenAIPipeline
-
-        self.openai = OpenAIPipeline.install(self)
+        # The OpenAI backend: jobs driven by scheduler pollers, /ask through chat completions.
+        self.openai = self.use_openai()
         self._server: Any = None
         self._server_lock = threading.Lock()
         self._submit_lock = threading.Lock()  # see submit: the per-person limit's count + insert
         self._start_hooks: list[Callable[[], None]] = []
         self._stop_hooks: list[Callable[[], None]] = []
+
+    def use_openai(self, **kwargs: Any) -> OpenAIPipeline:
+        """Drive OpenAI jobs (and answer /ask for OpenAI models) with a new
+        :class:`~engine.openai_pipeline.OpenAIPipeline` (``kwargs``: its ``clock``, ``sleep``,
+        ``monotonic`` and ``today``): it becomes :attr:`openai` and ``backend_runners["openai"]``.
+        Called by ``__init__``; tests call it again, before :meth:`start`, to inject time."""
+        self.openai = OpenAIPipeline(self, **kwargs)
+        self.backend_runners[OPENAI] = self.openai
+        return self.openai
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -195,8 +205,6 @@ class Engine:
     def _token_counter(self, base_model: str | None) -> Callable[[list[dict[str, Any]]], int] | None:
         if base_model is None:
             return None
-        from engine.openai_pipeline import is_openai_model
-
         if is_openai_model(base_model):  # no local tokenizer: the report's counts are estimates
             return None
         from engine.backends import local_tokens
@@ -359,14 +367,12 @@ class Engine:
         (``ft:...``). The default base model of the backend is always allowed: it is what a job
         gets without ``base=``.
         """
-        from engine.openai_pipeline import is_openai_model
-
         configured = self.settings.base_models
         if backend == OPENAI:
             if configured:
                 names = [m for m in configured if is_openai_model(m)]
             else:
-                names = self._openai_price_families()
+                names = self.openai.backend.price_families()
             return tuple(dict.fromkeys([self._default_base_model(backend), *names]))
         names = (
             [m for m in configured if not is_openai_model(m)]
@@ -377,31 +383,9 @@ class Engine:
 
     def _default_base_model(self, backend: str) -> str:
         """What a job of ``backend`` fine-tunes when nobody chose a base model."""
-        from engine.openai_pipeline import DEFAULT_BASE_MODEL, is_openai_model
-
         if backend == OPENAI and not is_openai_model(self.settings.base_model):
             return DEFAULT_BASE_MODEL
         return self.settings.base_model
-
-    def _openai_price_families(self) -> list[str]:
-        """The OpenAI model families with a known training price, without those retired today."""
-        from engine.backends import openai_costs, openai_dates
-        from engine.openai_pipeline import is_openai_model
-
-        today = self.openai.today()
-        names = sorted(
-            {*openai_costs.TRAINING_PRICES_USD_PER_1M, *self.settings.openai_training_prices}, key=str.lower
-        )
-        return [
-            name
-            for name in names
-            if is_openai_model(name)
-            and not name.startswith("ft:")
-            and not (
-                (retired := openai_dates.retirement_date(name, self.settings.openai_retirements))
-                and today >= retired
-            )
-        ]
 
     def _check_base_model(self, backend: str, name: str, *, is_admin: bool) -> None:
         """A base model the user chose: one of :meth:`allowed_base_models` unless ``is_admin``; a
@@ -563,7 +547,7 @@ class Engine:
             raise BackendUnavailable(f"Jobs of the {job.backend} backend do not run in a worker here.")
         if job.state is not JobState.QUEUED:
             raise UsageError(f"Job {job_id} is {job.state.value}; only a queued job can be run.")
-        return self.dispatcher.run_foreground(job_id, sink, poll_seconds=poll_seconds)
+        return follow.run_local(self.dispatcher, job_id, sink, poll_seconds=poll_seconds)
 
     # ----------------------------------------------------------------- models
 
@@ -708,12 +692,9 @@ class Engine:
             record = self.current_model(team, channel)
         wait = wait_seconds if wait_seconds is not None else self.settings.ask_timeout_seconds + 30
         if record is not None and record.kind != "local_adapter":
-            runner = getattr(self, "ask_remote", None)
-            if runner is None:
-                raise BackendUnavailable(
-                    f"Model {record.id} is an OpenAI model; that backend is not set up here."
-                )
-            return runner(record, prompt, compare=compare, temperature=temperature, max_tokens=max_tokens)
+            return self.openai.backend.ask(
+                record, prompt, compare=compare, temperature=temperature, max_tokens=max_tokens
+            )
         if record is not None and record.path is None:
             # Answering with the bare base model instead would pass it off as the fine-tune.
             raise ModelNotFound(
@@ -802,7 +783,7 @@ class Engine:
         return float(temperature), int(max_tokens)
 
 
-OPENAI = "openai"  # the OpenAI backend's name (engine.openai_pipeline.BACKEND)
+OPENAI = "openai"  # the OpenAI backend's name (engine.backends.openai_backend.BACKEND)
 #: Job states of a job not finished yet (FTBOT_MAX_QUEUED_PER_USER counts these).
 UNFINISHED_STATES = tuple(s for s in JobState if not s.is_final)
 

@@ -23,7 +23,6 @@ import pytest
 from bot.console import Console
 from engine import Engine, JobState, Settings
 from engine.errors import BackendUnavailable, PermissionDenied, UsageError
-from engine.openai_pipeline import OpenAIPipeline
 from engine.paths import worker_log_path
 from engine.workers import WorkerProcess
 from tests.fakes.datasets import write_price_dataset
@@ -110,7 +109,7 @@ def test_openai_models_allowed_by_default_are_the_priced_families_still_served(
     with FakeOpenAI() as fake:
         oa = replace(settings, openai_api_key="test", openai_base_url=fake.url + "/v1")
         with Engine(oa, openai_client=fake.client()) as engine:
-            OpenAIPipeline.install(engine, today=lambda: date(2026, 12, 4))
+            engine.use_openai(today=lambda: date(2026, 12, 4))
             allowed = engine.allowed_base_models("openai")
             # gpt-4.1-nano shut down on 2026-10-23: no longer offered.
             assert allowed[0] == "gpt-4o-mini-2024-07-18" and "gpt-4.1-nano" not in allowed

@@ -24,11 +24,11 @@ from click.testing import CliRunner
 
 from bot.cli import main as cli
 from engine import Engine, GenerationError, ModelRecord, Settings
+from engine.backends.openai_backend import INTERRUPTED_NOTE
 from engine.backends.openai_chat import Completion
 from engine.backends.openai_costs import estimate_tokens
 from engine.backends.openai_tuner import OpenAIFineTuner
 from engine.errors import RemoteError
-from engine.openai_pipeline import INTERRUPTED_NOTE, OpenAIPipeline
 from tests.fakes.clock import FakeTime
 from tests.fakes.openai_api import FakeOpenAI
 
@@ -59,7 +59,7 @@ def oa_settings(settings: Settings, fake: FakeOpenAI) -> Settings:
 def _engine(settings: Settings, fake: FakeOpenAI, ftime: FakeTime) -> Iterator[Engine]:
     with Engine(settings, openai_client=fake.client()) as eng:
         # Retry waits go through the fake sleep (instant); the deadline itself is real time.
-        OpenAIPipeline.install(eng, clock=ftime.clock, sleep=ftime.sleep)
+        eng.use_openai(clock=ftime.clock, sleep=ftime.sleep)
         _register(eng, "oa-1", team="T1")
         yield eng
 

@@ -3,7 +3,7 @@
 OpenAI's deprecations page: from 2027-01-06 no organisation can create fine-tuning jobs; gpt-4o,
 gpt-4.1 (and their mini models) and every fine-tune of them stop answering on 2027-01-14. The
 backend knows the dates (a dated table in engine/backends/openai_dates.py, overridable like the
-prices) and the day is injected (``OpenAIPipeline.install(engine, today=...)``). The real Engine,
+prices) and the day is injected (``engine.use_openai(today=...)``). The real Engine,
 SQLite and scheduler, the real ``openai`` client against the fake OpenAI server, and for the job's
 thread the real Bolt app with signed requests against the fake Slack Web API.
 """
@@ -20,7 +20,6 @@ import pytest
 from engine import Engine, JobState, Settings
 from engine.backends.openai_dates import FINE_TUNING_ENDS, fine_tuning_closed_message, retirement_date
 from engine.errors import BackendUnavailable, RemoteError
-from engine.openai_pipeline import OpenAIPipeline
 from engine.store import ModelRecord
 from tests.fakes.clock import FakeTime
 from tests.fakes.datasets import write_price_dataset
@@ -61,7 +60,7 @@ def make_engine(fake: FakeOpenAI, ftime: FakeTime, day: Day) -> Iterator[Callabl
 
     def make(settings: Settings) -> Engine:
         engine = Engine(settings, openai_client=fake.client(), scheduler_interval=0.05, throttle_seconds=0.0)
-        OpenAIPipeline.install(engine, clock=ftime.clock, sleep=ftime.sleep, today=day)
+        engine.use_openai(clock=ftime.clock, sleep=ftime.sleep, today=day)
         made.append(engine)
         return engine
 
@@ -107,7 +106,7 @@ def test_the_warning_reaches_the_jobs_slack_thread(
     with FakeSlack() as slack:
         h = make_harness(oa_settings, slack)
         try:
-            OpenAIPipeline.install(h.engine, clock=ftime.clock, sleep=ftime.sleep, today=day)
+            h.engine.use_openai(clock=ftime.clock, sleep=ftime.sleep, today=day)
             h.engine.start()
             h.upload()
             h.slack.wait_for("chat.postMessage")

@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main as cli
+from engine.backends.openai_backend import DEFAULT_BASE_MODEL
 from engine.errors import BackendUnavailable, UsageError
 from engine.jobs import Job, JobState
-from engine.openai_pipeline import DEFAULT_BASE_MODEL, OpenAIPipeline
 from engine.progress import ListSink
 from engine.service import Engine, job_summary
 from engine.settings import Settings
@@ -86,7 +86,7 @@ class Engines:
     def __call__(self, settings: Settings, *, client: bool = True) -> Engine:
         openai_client = self.fake.client() if client else None
         engine = Engine(settings, openai_client=openai_client, scheduler_interval=0.05, throttle_seconds=0.0)
-        OpenAIPipeline.install(engine, clock=self.ftime.clock, sleep=self.ftime.sleep, today=lambda: TODAY)
+        engine.use_openai(clock=self.ftime.clock, sleep=self.ftime.sleep, today=lambda: TODAY)
         self.made.append(engine)
         return engine
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.evaluate import LOWER_IS_BETTER, METRIC_NAMES, format_interval, format_metric, format_note
 from engine.progress import ProgressEvent
 
 _COLORS = {"zero_shot": "#9aa5b1", "few_shot": "#5b7b9a", "finetuned": "#e07b39"}
@@ -211,10 +212,7 @@ def eval_figure(report: Mapping[str, Any]) -> Any:
     ``report`` is :func:`engine.evaluate.build_report`'s dict (or one loaded back from JSON; keys
     it lacks are skipped).
     """
-    from engine.evaluate import LOWER_IS_BETTER, METRIC_NAMES, format_interval, format_metric, format_note
-
     plt = _pyplot()
-    metric = report["metric"]
     models: list[tuple[str, Mapping[str, Any]]] = list((report.get("baseline") or {}).items())
     if report.get("finetuned") is not None:
         models.append(("finetuned", report["finetuned"]))
@@ -226,97 +224,121 @@ def eval_figure(report: Mapping[str, Any]) -> Any:
     )
     wrap = 120 if numeric else 80
     try:
-        ax = axes[0][0]
-        names = [name for name, _ in models]
-        values = [m.get(metric) for _, m in models]
-        heights = [float(v) if _number(v) else 0.0 for v in values]
-        colors = [_COLORS.get(name, "#8c8c8c") for name in names]
+        _metric_panel(axes[0][0], report, models, numeric=numeric)
         guess = report.get("guess") or {}
-        guess_value = (guess.get("metrics") or {}).get(metric)
-        lower = metric in LOWER_IS_BETTER
-        better = "lower is better" if lower else "higher is better"
-        name = METRIC_NAMES.get(metric, metric)
-        top = None
-        if lower:
-            top = cut_axis(heights + ([float(guess_value)] if _number(guess_value) else []))
-            biggest = max(heights + ([float(guess_value)] if _number(guess_value) else []) + [0.0])
-            ax.set_ylim(0, top if top is not None else (biggest * 1.25 or 1.0))
-        else:
-            ax.set_ylim(0, 1.18)
-            ax.yaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f}%" if v <= 1.0001 else "")
-        shown = [min(h, top) if top is not None else h for h in heights]
-        bars = ax.bar(range(len(names)), shown, color=colors, width=0.6, zorder=2)
-        for bar, value, metrics, height in zip(bars, values, (m for _, m in models), heights, strict=True):
-            label = format_metric(metric, value)
-            note = format_note(report, metrics)
-            if note:
-                label += "\n(" + note.replace(" of answers", "") + ")"
-            x = bar.get_x() + bar.get_width() / 2
-            if top is not None and height > top:
-                # Cut: a white break across the bar near the top, and the true value on it.
-                for y in (0.9, 0.93):
-                    ax.plot([bar.get_x(), bar.get_x() + bar.get_width()], [top * y, top * (y + 0.015)],
-                            color="white", lw=2.5, zorder=3)  # fmt: skip
-                ax.text(x, top * 0.84, label + "\n(off scale)", ha="center", va="top", fontsize=9, zorder=4,
-                        bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#999999", "alpha": 0.95})  # fmt: skip
-            else:
-                ax.annotate(label, (x, bar.get_height()), ha="center", va="bottom", xytext=(0, 3),
-                            textcoords="offset points", fontsize=10, zorder=4)  # fmt: skip
-        ax.set_xticks(range(len(names)), [_LABELS.get(n, n) for n in names])
-        ax.set_ylabel(f"{name}\n({better})")
-        if _number(guess_value):
-            above = top is not None and guess_value > top  # the constant answer itself off scale
-            line = ax.axhline(min(guess_value, top or guess_value), color=_CONSTANT_COLOR, ls="--", lw=1.4,
-                              zorder=5)  # fmt: skip
-            answer = textwrap.shorten(str(guess.get("answer")), 24, placeholder="…")
-            text = f"always answering {answer!r} (no model): {format_metric(metric, guess_value)}"
-            ax.legend(
-                [line],
-                [_wrap(text + (" (off scale)" if above else ""), 48 if numeric else 60)],
-                loc="upper left" if not lower else "upper right",
-                fontsize=8,
-                framealpha=0.95,
-            )
-        ax.grid(axis="y", alpha=0.3, zorder=0)
-        ax.set_axisbelow(True)
-        ax.set_title(_wrap(f"{name.capitalize()} on {report.get('n', 0)} eval examples ({better})", 60))
-
         if numeric:
+            names = [name for name, _ in models]
             scale = (guess.get("metrics") or {}).get("max_ae")
             _error_panel(axes[0][1], names, per_example, scale=float(scale) if _number(scale) else None)
-
-        verdict = report.get("verdict")
-        headline = {
-            "improved": "Verdict: fine-tuning helped",
-            "worse": "Verdict: fine-tuning made it worse",
-            "no_significant_difference": "Verdict: no clear difference",
-        }.get(verdict or "", "Baseline results")
-        beats = report.get("beats_constant") or {}
-        color = _VERDICT_COLORS.get(verdict or "", "#333333")
-        if beats and verdict == "improved" and beats.get("finetuned") is False:
-            headline = "Verdict: better than the baselines, but not than a constant answer"
-            color = _VERDICT_COLORS["no_significant_difference"]
-        if beats and not any(beats.values()) and guess:
-            answer = textwrap.shorten(str(guess.get("answer")), 30, placeholder="…")
-            headline += f"\nNone of the models beats always answering {answer!r}"
-        if not report.get("n"):
-            headline = "No eval examples to compare"
+        headline, color = _headline(report)
         fig.suptitle(_wrap(headline, wrap - 25), fontsize=13, fontweight="bold", color=color)
-        interval = report.get("interval")
-        if interval:
-            note = (
-                f"{round(100 * interval['confidence'])}% confidence range for the change, fine-tuned vs "
-                f"{str(interval['compared'][1]).replace('_', '-')}: "
-                f"{format_interval(metric, interval['low'], interval['high'])}"
-            )
-            smallest = interval.get("min_effect") or 0.0
-            if abs(interval.get("mean_difference", 0.0)) < smallest:
-                note += f" (smaller than the {format_metric(metric, smallest)} that would matter)"
+        note = _interval_note(report)
+        if note:
             fig.supxlabel(_wrap(note, wrap + 20), fontsize=9, color="#444444")
     except BaseException:
         plt.close(fig)
         raise
     return fig
+
+
+def _metric_panel(
+    ax: Any, report: Mapping[str, Any], models: Sequence[tuple[str, Mapping[str, Any]]], *, numeric: bool
+) -> None:
+    """One bar per model on the primary metric, the constant answer as a dashed line, off-scale
+    values cut (see :func:`eval_figure`)."""
+    metric = report["metric"]
+    names = [name for name, _ in models]
+    values = [m.get(metric) for _, m in models]
+    heights = [float(v) if _number(v) else 0.0 for v in values]
+    colors = [_COLORS.get(name, "#8c8c8c") for name in names]
+    guess = report.get("guess") or {}
+    guess_value = (guess.get("metrics") or {}).get(metric)
+    lower = metric in LOWER_IS_BETTER
+    better = "lower is better" if lower else "higher is better"
+    name = METRIC_NAMES.get(metric, metric)
+    top = None
+    if lower:
+        top = cut_axis(heights + ([float(guess_value)] if _number(guess_value) else []))
+        biggest = max(heights + ([float(guess_value)] if _number(guess_value) else []) + [0.0])
+        ax.set_ylim(0, top if top is not None else (biggest * 1.25 or 1.0))
+    else:
+        ax.set_ylim(0, 1.18)
+        ax.yaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f}%" if v <= 1.0001 else "")
+    shown = [min(h, top) if top is not None else h for h in heights]
+    bars = ax.bar(range(len(names)), shown, color=colors, width=0.6, zorder=2)
+    for bar, value, metrics, height in zip(bars, values, (m for _, m in models), heights, strict=True):
+        label = format_metric(metric, value)
+        note = format_note(report, metrics)
+        if note:
+            label += "\n(" + note.replace(" of answers", "") + ")"
+        x = bar.get_x() + bar.get_width() / 2
+        if top is not None and height > top:
+            # Cut: a white break across the bar near the top, and the true value on it.
+            for y in (0.9, 0.93):
+                ax.plot([bar.get_x(), bar.get_x() + bar.get_width()], [top * y, top * (y + 0.015)],
+                        color="white", lw=2.5, zorder=3)  # fmt: skip
+            ax.text(x, top * 0.84, label + "\n(off scale)", ha="center", va="top", fontsize=9, zorder=4,
+                    bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#999999", "alpha": 0.95})  # fmt: skip
+        else:
+            ax.annotate(label, (x, bar.get_height()), ha="center", va="bottom", xytext=(0, 3),
+                        textcoords="offset points", fontsize=10, zorder=4)  # fmt: skip
+    ax.set_xticks(range(len(names)), [_LABELS.get(n, n) for n in names])
+    ax.set_ylabel(f"{name}\n({better})")
+    if _number(guess_value):
+        above = top is not None and guess_value > top  # the constant answer itself off scale
+        line = ax.axhline(min(guess_value, top or guess_value), color=_CONSTANT_COLOR, ls="--", lw=1.4,
+                          zorder=5)  # fmt: skip
+        answer = textwrap.shorten(str(guess.get("answer")), 24, placeholder="…")
+        text = f"always answering {answer!r} (no model): {format_metric(metric, guess_value)}"
+        ax.legend(
+            [line],
+            [_wrap(text + (" (off scale)" if above else ""), 48 if numeric else 60)],
+            loc="upper left" if not lower else "upper right",
+            fontsize=8,
+            framealpha=0.95,
+        )
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    ax.set_axisbelow(True)
+    ax.set_title(_wrap(f"{name.capitalize()} on {report.get('n', 0)} eval examples ({better})", 60))
+
+
+def _headline(report: Mapping[str, Any]) -> tuple[str, str]:
+    """The chart's title and its colour: the verdict, never better than the constant answer allows."""
+    guess = report.get("guess") or {}
+    verdict = report.get("verdict")
+    headline = {
+        "improved": "Verdict: fine-tuning helped",
+        "worse": "Verdict: fine-tuning made it worse",
+        "no_significant_difference": "Verdict: no clear difference",
+    }.get(verdict or "", "Baseline results")
+    beats = report.get("beats_constant") or {}
+    color = _VERDICT_COLORS.get(verdict or "", "#333333")
+    if beats and verdict == "improved" and beats.get("finetuned") is False:
+        headline = "Verdict: better than the baselines, but not than a constant answer"
+        color = _VERDICT_COLORS["no_significant_difference"]
+    if beats and not any(beats.values()) and guess:
+        answer = textwrap.shorten(str(guess.get("answer")), 30, placeholder="…")
+        headline += f"\nNone of the models beats always answering {answer!r}"
+    if not report.get("n"):
+        headline = "No eval examples to compare"
+    return headline, color
+
+
+def _interval_note(report: Mapping[str, Any]) -> str | None:
+    """The line under the chart: the confidence range of the change (None without one)."""
+    interval = report.get("interval")
+    if not interval:
+        return None
+    metric = report["metric"]
+    note = (
+        f"{round(100 * interval['confidence'])}% confidence range for the change, fine-tuned vs "
+        f"{str(interval['compared'][1]).replace('_', '-')}: "
+        f"{format_interval(metric, interval['low'], interval['high'])}"
+    )
+    smallest = interval.get("min_effect") or 0.0
+    if abs(interval.get("mean_difference", 0.0)) < smallest:
+        note += f" (smaller than the {format_metric(metric, smallest)} that would matter)"
+    return note
 
 
 def _error_panel(

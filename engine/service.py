@@ -27,8 +27,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine import follow
+from engine import dataset, follow
 from engine.backends.openai_backend import DEFAULT_BASE_MODEL, is_openai_model
+from engine.backends.openai_models import model_family
+from engine.config import parse_options
 from engine.errors import (
     BackendUnavailable,
     DatasetError,
@@ -194,8 +196,6 @@ class Engine:
         With ``base_model`` (or a local default base model), token counts use that model's
         tokenizer and chat template; otherwise they are estimates, and the report says so.
         """
-        from engine import dataset
-
         counter = self._token_counter(base_model)
         kwargs: dict[str, Any] = {}
         if counter is not None:
@@ -301,8 +301,6 @@ class Engine:
             BackendUnavailable: the backend cannot run here (e.g. no OpenAI key, OpenAI no longer
                 creates fine-tuning jobs, a retired OpenAI base model).
         """
-        from engine.config import parse_options
-
         options = {str(k): str(v) for k, v in (options or {}).items()}
         config = parse_options(options, base_model=self.settings.base_model)
         base_model = config.base_model or self.settings.base_model
@@ -795,8 +793,6 @@ def _is_allowed(name: str, allowed: tuple[str, ...], *, openai: bool) -> bool:
         return True
     if not openai or name.startswith("ft:"):
         return False
-    from engine.backends.openai_models import model_family
-
     return model_family(name) in allowed
 
 

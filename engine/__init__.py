@@ -45,11 +45,11 @@ _EXPORTS: dict[str, str] = {
     "CallbackSink": "engine.progress",
     "TeeSink": "engine.progress",
     "ThrottledSink": "engine.relay",
-    # training configuration (H-train): pure
+    # training configuration: pure
     "TrainConfig": "engine.config",
     "parse_options": "engine.config",
     "option_help": "engine.config",
-    # evaluation (H-eval): pure, stdlib only
+    # evaluation: pure, stdlib only
     "build_report": "engine.evaluate",
     "render_report": "engine.evaluate",
     "format_metric": "engine.evaluate",
@@ -58,16 +58,16 @@ _EXPORTS: dict[str, str] = {
     "PRIMARY_METRIC": "engine.evaluate",
     "LOWER_IS_BETTER": "engine.evaluate",
     "VERDICTS": "engine.evaluate",
-    # store, service (H-orchestration)
+    # store, service
     "Store": "engine.store",
     "DatasetRecord": "engine.store",
     "ModelRecord": "engine.store",
     "DefaultChoice": "engine.store",
     "Engine": "engine.service",
     "job_summary": "engine.service",
-    # serving (H-serve): what Engine.ask returns (no torch at import)
+    # serving: what Engine.ask returns (no torch at import)
     "Answer": "engine.backends.local_serving",
-    # datasets (H-dataset): pure validation, examples, split, leakage; token counting (lazy torch)
+    # datasets: pure validation, examples, split, leakage; token counting (lazy torch)
     "validate_file": "engine.dataset",
     "validate_bytes": "engine.dataset",
     "ValidationReport": "engine.dataset",

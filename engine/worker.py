@@ -1,6 +1,6 @@
 """``python -m engine.worker JOB_ID [--home DIR] [--resume]``: one local job, in a child process.
 
-The scheduler starts this module as a separate process (see ``engine.scheduler.launch_command``),
+The scheduler starts this module as a separate process (see ``engine.workers.launch_command``),
 so a crash, an out-of-memory kill or a hung CUDA kernel never takes down the bot. Everything the
 worker has to say goes into SQLite: state changes (each with its event, in one transaction) and
 progress events, which the parent relays to the job's sink. Its stdout/stderr go to the job's
@@ -52,7 +52,7 @@ def run_local(ctx: JobContext) -> None:
 
 def run(ctx: JobContext, pipeline: runner.Step | None = None) -> int:
     """Run the job to a final state (:func:`engine.runner.run`). Returns the process exit code (0
-    unless it failed; :data:`~engine.scheduler.EXIT_STORAGE_FULL` when not even the failure could be
+    unless it failed; :data:`~engine.diagnosis.EXIT_STORAGE_FULL` when not even the failure could be
     written). ``pipeline`` (default :func:`run_local`) is what runs the steps; tests pass their own
     to see how failures and cancels end the job."""
     return runner.run(ctx, pipeline or run_local)

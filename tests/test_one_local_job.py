@@ -2,7 +2,7 @@
 
 Two ``ftbot run`` on one FTBOT_HOME used to train at the same time (two models in GPU memory on a
 real host), and ``ftbot run`` started beside a running ``serve``. The rule now holds through an
-``flock`` on FTBOT_HOME/local-job.lock (engine.scheduler.HostLock): the dispatcher of any process
+``flock`` on FTBOT_HOME/local-job.lock (engine.hostlock.HostLock): the dispatcher of any process
 takes it before it claims a job and its worker inherits it.
 
 All real: ``python -m bot run`` processes training builtin:tiny on one FTBOT_HOME, a separate

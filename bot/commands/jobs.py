@@ -4,7 +4,7 @@
 foreground, shows progress on stderr, and ends with the result: a readable summary, or with
 ``--json`` one JSON object on stdout (the README's contract). Exit code 0 when the job succeeded
 (whatever the verdict), 1 otherwise (bad options, unusable data, failure, cancel with Ctrl-C).
-A local job waits in the queue while another local job holds the host (engine.scheduler.HostLock:
+A local job waits in the queue while another local job holds the host (engine.hostlock.HostLock:
 one at a time across ``ftbot run``, ``serve`` and ``chat``); the waiting line says which one.
 
 Jobs started here belong to the local workspace (``LOCAL_TEAM`` / ``LOCAL_CHANNEL``), which is

@@ -13,13 +13,11 @@ is over; Ctrl-C cancels the job (``on_interrupt``). Two drivers use it:
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 
-from engine.errors import InvalidTransition
 from engine.jobs import Job, JobState
-from engine.progress import ProgressEvent, ProgressSink
+from engine.progress import ProgressSink
 from engine.relay import relay_events
 from engine.scheduler import Dispatcher
 from engine.store import Store
@@ -85,7 +83,7 @@ def run_local(
     try:
         proc = _wait_for_slot(dispatcher, job_id, sink, poll_seconds=poll_seconds, sleep=sleep)
     except KeyboardInterrupt:
-        _cancel(dispatcher, job_id, "Cancelled (Ctrl-C) while it waited for the host.")
+        dispatcher.cancel_queued(job_id, "Cancelled (Ctrl-C) while it waited for the host.")
         proc = None
     if proc is None:  # cancelled while waiting, or started by another process's queue
 
@@ -93,7 +91,7 @@ def run_local(
             return None if job.is_final else poll_seconds
 
         def stop_elsewhere() -> None:  # its own dispatcher stops the worker; SIGTERM here too, to be quick
-            _cancel(dispatcher, job_id, "Cancelled (Ctrl-C).")
+            dispatcher.cancel_queued(job_id, "Cancelled (Ctrl-C).")
             dispatcher.terminate(job_id)
 
         return follow(
@@ -102,30 +100,11 @@ def run_local(
     worker: WorkerProcess = proc
 
     def supervise(job: Job) -> float | None:
-        code = worker.poll()
-        if code is not None:
-            with dispatcher._lock:
-                dispatcher._release(worker)
-            dispatcher._finish(job, worker, code)
-            return None
-        worker.sample_memory()
-        if job.is_final:  # cancelled: SIGTERM, then SIGKILL after the grace period
-            if worker.stop_requested_at is None:
-                worker.stop_requested_at = dispatcher._monotonic()
-                worker.terminate()
-            elif dispatcher._monotonic() - worker.stop_requested_at >= dispatcher._grace:
-                worker.kill()
-        return poll_seconds
+        return None if dispatcher.supervise(worker, job) else poll_seconds
 
     def stop() -> None:
-        _cancel(dispatcher, job_id, "Cancelled (Ctrl-C).")
-        worker.terminate()
-        if worker.wait(dispatcher._grace) is None:
-            worker.kill()
-            worker.wait(dispatcher._grace)
-        with dispatcher._lock:
-            dispatcher._release(worker)
-        dispatcher._finish(store.get_job(job_id), worker, worker.poll() or -1)
+        dispatcher.cancel_queued(job_id, "Cancelled (Ctrl-C).")
+        dispatcher.stop_now(worker)
 
     return follow(store, job_id, sink, step=supervise, on_interrupt=stop, sleep=sleep, after_seq=after)
 
@@ -144,28 +123,14 @@ def _wait_for_slot(
     while True:
         if dispatcher.store.get_job(job_id).state is not JobState.QUEUED:
             return None
-        with dispatcher._lock:
-            if dispatcher.current is None and dispatcher._take_slot(job_id):
-                try:
-                    return dispatcher.start(job_id)
-                except InvalidTransition:
-                    return None  # claimed elsewhere meanwhile (start gave the slot back)
-        holder, _ = dispatcher._slot_holder(job_id)
-        key = holder.id if holder is not None else ""
+        proc = dispatcher.try_start(job_id)
+        if proc is not None:
+            return proc
+        if dispatcher.store.get_job(job_id).state is not JobState.QUEUED:
+            return None  # claimed by another process meanwhile
+        alert = dispatcher.waiting_alert(job_id)
+        key = alert.data["holder"] or ""
         if key != announced:
             announced = key
-            sink.emit(
-                ProgressEvent(
-                    job_id,
-                    "alert",
-                    dispatcher.waiting_message(job_id),
-                    data={"code": "waiting", "holder": key or None},
-                    at=dispatcher._clock(),
-                )
-            )
+            sink.emit(alert)
         sleep(poll_seconds)
-
-
-def _cancel(dispatcher: Dispatcher, job_id: str, message: str) -> None:
-    with contextlib.suppress(InvalidTransition):
-        dispatcher.store.transition(job_id, JobState.CANCELLED, now=dispatcher._clock(), message=message)

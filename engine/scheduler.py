@@ -311,19 +311,72 @@ class Dispatcher:
                 proc.kill()
                 self._release(proc)
                 continue
-            code = proc.poll()
-            if code is None:
-                proc.sample_memory()
-                if job.is_final:  # cancelled (or failed) from outside while the worker still runs
-                    now = self._monotonic()
-                    if proc.stop_requested_at is None:
-                        proc.stop_requested_at = now
-                        proc.terminate()
-                    elif now - proc.stop_requested_at >= self._grace:
-                        proc.kill()
-                continue
+            self.supervise(proc, job)
+
+    def supervise(self, proc: WorkerProcess, job: Job) -> bool:
+        """One look at ``job``'s worker: True when it has exited (the slot is given back and the job
+        ends in a final state that says why, :meth:`_finish`); while it runs, its memory is sampled,
+        and a job made final from outside (a cancel) has it stopped: SIGTERM, then SIGKILL after
+        the grace period.
+
+        Raises:
+            StoreError: see :meth:`_finish`.
+        """
+        code = proc.poll()
+        if code is None:
+            proc.sample_memory()
+            if job.is_final:  # cancelled (or failed) from outside while the worker still runs
+                now = self._monotonic()
+                if proc.stop_requested_at is None:
+                    proc.stop_requested_at = now
+                    proc.terminate()
+                elif now - proc.stop_requested_at >= self._grace:
+                    proc.kill()
+            return False
+        with self._lock:
             self._release(proc)
-            self._finish(job, proc, code)
+        self._finish(job, proc, code)
+        return True
+
+    def stop_now(self, proc: WorkerProcess) -> None:
+        """Stop ``proc`` at once (Ctrl-C in ``ftbot run``; its job is already cancelled): SIGTERM,
+        SIGKILL after the grace period, then the slot is given back and the job ended."""
+        proc.terminate()
+        if proc.wait(self._grace) is None:
+            proc.kill()
+            proc.wait(self._grace)
+        with self._lock:
+            self._release(proc)
+        self._finish(self.store.get_job(proc.job_id), proc, proc.poll() or -1)
+
+    def try_start(self, job_id: str) -> WorkerProcess | None:
+        """Start the queued ``job_id`` now if the host's slot is free; None when it is taken (or
+        another process claimed the job meanwhile)."""
+        with self._lock:
+            if self.current is None and self._take_slot(job_id):
+                try:
+                    return self.start(job_id)
+                except InvalidTransition:
+                    return None  # claimed elsewhere meanwhile (start gave the slot back)
+        return None
+
+    def waiting_alert(self, job_id: str) -> ProgressEvent:
+        """The ``alert`` (code ``waiting``, not stored) that ``ftbot run`` shows while ``job_id``
+        waits for the host's slot: :meth:`waiting_message`, and in ``data["holder"]`` the id of
+        the job that holds the slot (None: unknown)."""
+        holder, _ = self._slot_holder(job_id)
+        return ProgressEvent(
+            job_id,
+            "alert",
+            self.waiting_message(job_id),
+            data={"code": "waiting", "holder": holder.id if holder is not None else None},
+            at=self._clock(),
+        )
+
+    def cancel_queued(self, job_id: str, message: str) -> None:
+        """Cancel ``job_id`` (Ctrl-C in ``ftbot run``) unless it has ended already."""
+        with contextlib.suppress(InvalidTransition):
+            self.store.transition(job_id, JobState.CANCELLED, now=self._clock(), message=message)
 
     def _finish(self, job: Job, proc: WorkerProcess, code: int) -> None:
         """The worker exited: make sure its job ends in a final state that says why.

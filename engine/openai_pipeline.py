@@ -124,7 +124,7 @@ LEASE_STALE_SECONDS = 120.0
 MAX_RETRIES = 8
 _RETRYABLE_CODES = frozenset({"connection_error", "server_error", "rate_limit_exceeded", "internal_error"})
 # /ask: the finish reasons an OpenAI answer keeps (any other one is "stop"), and the note of an
-# answer whose stream broke off part-way (the others come from local_serving.cut_note).
+# answer whose stream broke off part-way (the others come from local_generation.cut_note).
 _CUT_REASONS = frozenset({"length", "content_filter", "time", "interrupted"})
 INTERRUPTED_NOTE = "Answer incomplete: the connection to OpenAI broke off part-way. Ask again for the whole answer."
 
@@ -888,7 +888,7 @@ class OpenAIPipeline:
             GenerationError: a model sent nothing within the time limit.
             RemoteError: OpenAI refused or failed before any text came (after retries that fit
                 in the time limit)."""
-        from engine.backends.local_serving import Answer, cut_note
+        from engine.backends.local_generation import Answer, cut_note
         from engine.backends.openai_ft import check_not_retired, estimate_tokens
 
         if record.kind != BACKEND:

@@ -193,11 +193,11 @@ class Engine:
 
         if is_openai_model(base_model):  # no local tokenizer: the report's counts are estimates
             return None
-        from engine.backends import local_tokens
+        from engine.backends import local_model
 
         try:
             # By name (not the resolved directory): reports say "builtin:tiny" and what it is.
-            return local_tokens.token_counter_for(base_model, self.settings.builtin_dir)
+            return local_model.token_counter_for(base_model, self.settings.builtin_dir)
         except BackendUnavailable:  # transformers is missing: the report's counts are estimates
             return None
 

@@ -144,7 +144,7 @@ class PipelineBackend(Protocol):
 
 def token_counter_for(tokenizer: Any) -> Callable[[list[dict[str, Any]]], int]:
     """Count a conversation's tokens as the model sees them (its chat template)."""
-    from engine.backends.local_serving import render_prompt
+    from engine.backends.local_model import render_prompt
 
     def count(messages: list[dict[str, Any]]) -> int:
         try:
@@ -160,7 +160,7 @@ class LocalGenerator:
     """A local model (base, or base + adapter) in this process; batched, cancel between batches."""
 
     def __init__(self, ctx: JobContext, model: Any, tokenizer: Any) -> None:
-        from engine.backends.local_serving import context_length
+        from engine.backends.local_model import context_length
 
         self.ctx = ctx
         self.model = model
@@ -174,7 +174,7 @@ class LocalGenerator:
     def generate(
         self, conversations: Sequence[Sequence[Mapping[str, Any]]], *, max_new_tokens: int
     ) -> list[str]:
-        from engine.backends.local_serving import generate_batch
+        from engine.backends.local_generation import generate_batch
 
         answers: list[str] = []
         for start in range(0, len(conversations), EVAL_BATCH_SIZE):
@@ -215,7 +215,7 @@ class LocalBackend:
         )
 
     def _load(self, adapter: Path | None) -> LocalGenerator:
-        from engine.backends.local_serving import load_base
+        from engine.backends.local_model import load_base
 
         model, tokenizer = load_base(self.base_path)
         if adapter is not None:

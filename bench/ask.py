@@ -44,13 +44,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.shapes import add_model_arguments, resolve_model
-from engine.backends.local_serving import (
-    Answer,
-    ModelServer,
-    four_bit_available,
-    load_base,
-    stop_token_ids,
-)
+from engine.backends.local_generation import Answer, stop_token_ids
+from engine.backends.local_model import four_bit_available, load_base
+from engine.backends.local_serving import ModelServer
 from engine.settings import BUILTIN_SMOLLM2, BUILTIN_TINY
 
 PROMPTS = [

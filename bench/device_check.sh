@@ -160,7 +160,7 @@ print("cuda", torch.cuda.is_available(), torch.version.cuda,
 if torch.cuda.is_available():
     print("bf16 supported", torch.cuda.is_bf16_supported())
 sys.path.insert(0, ".")
-from engine.backends.local_loading import four_bit_available
+from engine.backends.local_model import four_bit_available
 print("4-bit NF4 available (the probe training and serving use):", four_bit_available())
 sys.exit(1 if missing else 0)
 PYTHON

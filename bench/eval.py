@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.shapes import add_model_arguments, resolve_model
-from engine.backends.local_serving import four_bit_available, generate_detailed, load_base
+from engine.backends.local_generation import generate_detailed
+from engine.backends.local_model import four_bit_available, load_base
 from engine.prompts import eval_prompt
 from engine.settings import BUILTIN_SMOLLM2, BUILTIN_TINY
 

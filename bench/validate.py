@@ -177,7 +177,7 @@ elif mode == "fast":
     result = {"ok": r.ok, "examples": r.examples}
 else:
     from pathlib import Path
-    from engine.backends.local_tokens import token_counter_for
+    from engine.backends.local_model import token_counter_for
     counter = token_counter_for(sys.argv[4], Path(sys.argv[5]))
     t0, cpu0 = time.perf_counter(), cpu()  # the tokenizer load is not part of the rate
     from engine.dataset import validate_file

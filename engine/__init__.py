@@ -66,7 +66,7 @@ _EXPORTS: dict[str, str] = {
     "Engine": "engine.service",
     "job_summary": "engine.service",
     # serving: what Engine.ask returns (no torch at import)
-    "Answer": "engine.backends.local_serving",
+    "Answer": "engine.backends.local_generation",
     # datasets: pure validation, examples, split, leakage; token counting (lazy torch)
     "validate_file": "engine.dataset",
     "validate_bytes": "engine.dataset",
@@ -78,7 +78,7 @@ _EXPORTS: dict[str, str] = {
     "load_examples": "engine.dataset",
     "split": "engine.dataset",
     "leakage": "engine.dataset",
-    "token_counter_for": "engine.backends.local_tokens",
+    "token_counter_for": "engine.backends.local_model",
 }
 
 __all__ = sorted(_EXPORTS)

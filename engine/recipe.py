@@ -153,42 +153,86 @@ def plan_training(
     guide = config.recipe == "guide"
     cpu = device_kind != "cuda"
     recipe = "guide" if guide else ("cpu" if cpu else "gpu")
+    quantize = _quantization(
+        config,
+        size,
+        cpu=cpu,
+        guide=guide,
+        can_quantize=can_quantize,
+        free_ram_gb=free_ram_gb,
+        reasons=reasons,
+    )
+    if not guide:
+        _learning_rate(config, size, changes, reasons)
+    layers = _layers(config, size, cpu=cpu, guide=guide, reasons=reasons)
+    if cpu and not guide:
+        _cpu_batch(config, train_examples, changes, reasons)
+    validation, patience = (
+        (0, 0) if guide else _early_stopping(config, train_examples, given_validation, changes, reasons)
+    )
+    planned = replace(config, **changes) if changes else config
+    return Plan(
+        recipe=recipe,
+        config=planned,
+        quantize=quantize,
+        layers=layers,
+        answer_only_logits=cpu and not guide,
+        validation_examples=validation,
+        patience=patience,
+        reasons=tuple(reasons),
+    )
 
-    # Quantization.
+
+def _quantization(
+    config: TrainConfig,
+    size: ModelSize,
+    *,
+    cpu: bool,
+    guide: bool,
+    can_quantize: bool,
+    free_ram_gb: float,
+    reasons: list[str],
+) -> bool:
+    """Whether the weights are loaded in 4-bit."""
     if config.quantize == "off":
-        quantize = False
-    elif config.quantize == "on" or guide or not cpu:
-        quantize = can_quantize
+        return False
+    if config.quantize == "on" or guide or not cpu:
         if not can_quantize:
             reasons.append("4-bit loading is not available here, so LoRA trains on full-precision weights.")
-    else:  # auto on the CPU: full precision unless it does not fit in RAM
-        too_big = free_ram_gb > 0 and size.fp32_gb > 0.8 * free_ram_gb
-        quantize = too_big and can_quantize
-        if too_big and can_quantize:
-            reasons.append(
-                f"The model's full-precision weights ({size.fp32_gb:.1f} GB) do not fit in the free RAM "
-                f"({free_ram_gb:.1f} GB), so it trains in 4-bit (slower on a CPU)."
-            )
-        else:
-            reasons.append(
-                "No GPU here: LoRA on full-precision weights, which trains about twice as fast on a CPU as "
-                "bitsandbytes' 4-bit path (quantize=on forces 4-bit)."
-            )
+        return can_quantize
+    # auto on the CPU: full precision unless it does not fit in RAM
+    too_big = free_ram_gb > 0 and size.fp32_gb > 0.8 * free_ram_gb
+    if too_big and can_quantize:
+        reasons.append(
+            f"The model's full-precision weights ({size.fp32_gb:.1f} GB) do not fit in the free RAM "
+            f"({free_ram_gb:.1f} GB), so it trains in 4-bit (slower on a CPU)."
+        )
+        return True
+    reasons.append(
+        "No GPU here: LoRA on full-precision weights, which trains about twice as fast on a CPU as "
+        "bitsandbytes' 4-bit path (quantize=on forces 4-bit)."
+    )
+    return False
 
-    # Learning rate.
-    if not guide and not _chosen(config, "learning_rate"):
-        lr = lr_for_size(size.params)
-        if lr != config.learning_rate:
-            changes["learning_rate"] = lr
-            reasons.append(
-                f"lr {lr:g} for a {_params(size.params)}-parameter model: the guide's {config.learning_rate:g} is "
-                "tuned for models of billions of parameters, and small models need a larger step (on SmolLM2-135M "
-                "a routing task reached 93% at 2e-3, 82% at 1e-3 and 0% at 2e-4)."
-            )
 
-    # Layers and the output head (the CPU recipe).
-    layers: tuple[int, ...] | None = None
-    answer_only = cpu and not guide
+def _learning_rate(config: TrainConfig, size: ModelSize, changes: dict[str, Any], reasons: list[str]) -> None:
+    """The learning rate for the model's size, unless the user chose one."""
+    if _chosen(config, "learning_rate"):
+        return
+    lr = lr_for_size(size.params)
+    if lr != config.learning_rate:
+        changes["learning_rate"] = lr
+        reasons.append(
+            f"lr {lr:g} for a {_params(size.params)}-parameter model: the guide's {config.learning_rate:g} is "
+            "tuned for models of billions of parameters, and small models need a larger step (on SmolLM2-135M "
+            "a routing task reached 93% at 2e-3, 82% at 1e-3 and 0% at 2e-4)."
+        )
+
+
+def _layers(
+    config: TrainConfig, size: ModelSize, *, cpu: bool, guide: bool, reasons: list[str]
+) -> tuple[int, ...] | None:
+    """The layers LoRA trains (None: every layer), and the CPU recipe's output head."""
     if config.lora_layers.isdigit() and size.num_layers:
         count = min(int(config.lora_layers), size.num_layers)
         layers = tuple(range(size.num_layers - count, size.num_layers)) if count < size.num_layers else None
@@ -196,33 +240,47 @@ def plan_training(
             f"LoRA on the upper {len(layers) if layers else size.num_layers} of {size.num_layers} layers, as asked "
             "(layers=): the backward pass stops there, so a step costs less; fewer layers usually learn less."
         )
-    elif cpu and not guide:
+        return layers
+    if cpu and not guide:
         reasons.append(
             "LoRA on every layer (layers=N would train only the upper N: faster, but on SmolLM2 the upper third "
             "reached 64% on a routing task where every layer reached 82%); the output head runs only on "
             "answer tokens, which gives the same loss for about 40% less work per step."
         )
+    return None
 
-    # Batch (the CPU recipe).
-    if cpu and not guide and not (_chosen(config, "batch_size") or _chosen(config, "grad_accum")):
-        effective = 8 if train_examples < LARGE_DATA_EXAMPLES else 16
-        changes["batch_size"] = CPU_MICRO_BATCH
-        changes["grad_accum"] = max(1, effective // CPU_MICRO_BATCH)
-        reasons.append(
-            f"Batches of {CPU_MICRO_BATCH} examples (an effective batch of {effective}"
-            + (": more optimizer steps on few examples" if effective == 8 else "")
-            + ")."
-        )
 
-    # Early stopping and epochs.
+def _cpu_batch(config: TrainConfig, train_examples: int, changes: dict[str, Any], reasons: list[str]) -> None:
+    """The CPU recipe's batch, unless the user chose the batch or the accumulation."""
+    if _chosen(config, "batch_size") or _chosen(config, "grad_accum"):
+        return
+    effective = 8 if train_examples < LARGE_DATA_EXAMPLES else 16
+    changes["batch_size"] = CPU_MICRO_BATCH
+    changes["grad_accum"] = max(1, effective // CPU_MICRO_BATCH)
+    reasons.append(
+        f"Batches of {CPU_MICRO_BATCH} examples (an effective batch of {effective}"
+        + (": more optimizer steps on few examples" if effective == 8 else "")
+        + ")."
+    )
+
+
+def _early_stopping(
+    config: TrainConfig,
+    train_examples: int,
+    given_validation: int,
+    changes: dict[str, Any],
+    reasons: list[str],
+) -> tuple[int, int]:
+    """The validation split carved out of the training examples, the early-stopping patience and
+    the epochs (not for the guide recipe). Returns ``(validation_examples, patience)``."""
     validation = 0
     patience = 0
-    if not guide and given_validation > 0:
+    if given_validation > 0:
         patience = PATIENCE_EPOCHS
-    elif not guide and train_examples >= EARLY_STOPPING_MIN_EXAMPLES:
+    elif train_examples >= EARLY_STOPPING_MIN_EXAMPLES:
         validation = validation_size(train_examples)
         patience = PATIENCE_EPOCHS
-    if not guide and not _chosen(config, "epochs"):
+    if not _chosen(config, "epochs"):
         remaining = max(1, train_examples - validation)
         epochs = min(max(math.ceil(EXAMPLES_TO_SEE / remaining), EPOCH_RANGE[0]), EPOCH_RANGE[1])
         if epochs != config.epochs:
@@ -231,7 +289,7 @@ def plan_training(
             f"Up to {epochs} epochs for {remaining} training examples (about {EXAMPLES_TO_SEE} examples seen in all)"
             + ("; training stops early when the validation loss stops falling." if patience else ".")
         )
-    if given_validation and not guide:
+    if given_validation:
         reasons.append(
             f"The loss of the {given_validation} validation examples after each epoch picks the checkpoint that is kept."
         )
@@ -240,21 +298,11 @@ def plan_training(
             f"{validation} training examples are held back as a validation set: its loss after each epoch picks the "
             "checkpoint that is kept (the eval examples stay unseen for the verdict)."
         )
-    elif not guide:
+    else:
         reasons.append(
             f"Too few examples ({train_examples}) to hold back a validation set: no early stopping; the last epoch is kept."
         )
-    planned = replace(config, **changes) if changes else config
-    return Plan(
-        recipe=recipe,
-        config=planned,
-        quantize=quantize,
-        layers=layers,
-        answer_only_logits=answer_only,
-        validation_examples=validation,
-        patience=patience,
-        reasons=tuple(reasons),
-    )
+    return validation, patience
 
 
 def validation_size(train_examples: int) -> int:

@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from engine import dataset, follow
+from engine.backends import local_model
+from engine.backends.local_builtin import is_builtin, resolve_base_model
+from engine.backends.local_serving import ModelServer
 from engine.backends.openai_backend import DEFAULT_BASE_MODEL, is_openai_model
 from engine.backends.openai_models import model_family
 from engine.config import parse_options
@@ -149,8 +152,6 @@ class Engine:
         Raises:
             BackendUnavailable: the builtin model cannot be built here (the message says what to do).
         """
-        from engine.backends.local_builtin import is_builtin, resolve_base_model
-
         name = self.settings.base_model
         if not is_builtin(name):
             return None
@@ -207,11 +208,9 @@ class Engine:
             return None
         if is_openai_model(base_model):  # no local tokenizer: the report's counts are estimates
             return None
-        from engine.backends import local_tokens
-
         try:
             # By name (not the resolved directory): reports say "builtin:tiny" and what it is.
-            return local_tokens.token_counter_for(base_model, self.settings.builtin_dir)
+            return local_model.token_counter_for(base_model, self.settings.builtin_dir)
         except BackendUnavailable:  # transformers is missing: the report's counts are estimates
             return None
 
@@ -634,8 +633,6 @@ class Engine:
     def _model_server(self) -> Any:
         with self._server_lock:
             if self._server is None:
-                from engine.backends.local_serving import ModelServer
-
                 self._server = ModelServer.from_settings(self.settings)
             return self._server
 

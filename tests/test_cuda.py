@@ -118,7 +118,8 @@ def test_served_answers_on_cuda_are_4bit_and_equal_the_seed_way(
 ) -> None:
     import bitsandbytes as bnb
 
-    from engine.backends.local_serving import ModelServer, four_bit_available, load_base
+    from engine.backends.local_model import four_bit_available, load_base
+    from engine.backends.local_serving import ModelServer
 
     assert four_bit_available()  # what the server's "auto" (quantize=None) decides on
     loaded: list[Any] = []

@@ -1,4 +1,4 @@
-"""engine.backends.local_tokens: exact token counts through the tiny model's tokenizer and template."""
+"""engine.backends.local_model.token_counter_for: exact token counts through the tiny model's tokenizer and template."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.backends.local_tokens import token_counter_for
+from engine.backends.local_model import token_counter_for
 from engine.dataset import validate_file
 from engine.errors import UsageError
 

@@ -286,7 +286,8 @@ def test_bad_requests_are_refused_before_any_work(tiny_model_dir: Path, tmp_path
 
 def test_progress_callback_alerts(tiny_model_dir: Path) -> None:
     """The alert rules, driven through the callback's own hooks with the trainer's state shape."""
-    from engine.backends.local_qlora import _Emitter, _make_progress_callback
+    from engine.backends.local_progress import Emitter as _Emitter
+    from engine.backends.local_progress import make_progress_callback as _make_progress_callback
 
     sink = ListSink()
     callback = _make_progress_callback(_Emitter("ft-x", sink), lambda: False)
@@ -317,7 +318,8 @@ def test_progress_callback_alerts(tiny_model_dir: Path) -> None:
 
 
 def test_should_stop_is_honoured_by_the_callback() -> None:
-    from engine.backends.local_qlora import _Emitter, _make_progress_callback
+    from engine.backends.local_progress import Emitter as _Emitter
+    from engine.backends.local_progress import make_progress_callback as _make_progress_callback
 
     stop = {"now": False}
     callback = _make_progress_callback(_Emitter("ft-x", CallbackSink(lambda e: None)), lambda: stop["now"])

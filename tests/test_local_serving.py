@@ -15,14 +15,9 @@ from typing import Any
 
 import pytest
 
-from engine.backends.local_serving import (
-    Answer,
-    ModelServer,
-    four_bit_available,
-    generate_batch,
-    generate_detailed,
-    load_base,
-)
+from engine.backends.local_generation import Answer, generate_batch, generate_detailed
+from engine.backends.local_model import four_bit_available, load_base
+from engine.backends.local_serving import ModelServer
 from engine.errors import BackendUnavailable, FtbotError, ModelNotFound, ResourceExhausted, UsageError
 from engine.settings import BUILTIN_TINY
 

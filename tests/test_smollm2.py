@@ -53,7 +53,8 @@ def test_the_converted_model_is_plain_safetensors_with_a_marked_template(smollm2
 
 
 def test_the_base_model_answers_a_trivial_question(smollm2_dir: Path) -> None:
-    from engine.backends.local_serving import generate_batch, load_base
+    from engine.backends.local_generation import generate_batch
+    from engine.backends.local_model import load_base
 
     model, tokenizer = load_base(str(smollm2_dir))
     answers = generate_batch(

@@ -7,6 +7,9 @@
 
 :func:`resolve_base_model` is the one place a base model name becomes what ``from_pretrained``
 loads; every other name (a local directory, a Hugging Face id) passes through unchanged.
+
+Imports only the two builders (``local_tiny``, ``local_smollm2``: cheap, they import torch and
+transformers inside functions, and no backend module).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.backends.local_smollm2 import ensure_builtin_smollm2
+from engine.backends.local_tiny import ensure_builtin_tiny
 from engine.settings import BUILTIN_MODELS, BUILTIN_SMOLLM2, BUILTIN_TINY
 
 __all__ = ["BUILTIN_DESCRIPTIONS", "is_builtin", "resolve_base_model"]
@@ -29,9 +34,7 @@ def is_builtin(name: str) -> bool:
     return name in BUILTIN_MODELS
 
 
-def resolve_base_model(
-    name: str, builtin_dir: Path, *, progress: Callable[[str], None] | None = None
-) -> str:
+def resolve_base_model(name: str, builtin_dir: Path, *, progress: Callable[[str], None] | None = None) -> str:
     """Map a base model name to what ``from_pretrained`` loads: a builtin model's local directory
     (built on first use; ``progress`` hears about a build's stages), any other name unchanged.
 
@@ -39,12 +42,8 @@ def resolve_base_model(
         BackendUnavailable: a builtin model cannot be built here (the message says what to do).
     """
     if name == BUILTIN_TINY:
-        from engine.backends.local_tiny import ensure_builtin_tiny
-
         return str(ensure_builtin_tiny(Path(builtin_dir)))
     if name == BUILTIN_SMOLLM2:
-        from engine.backends.local_smollm2 import ensure_builtin_smollm2
-
         if progress is None:
             return str(ensure_builtin_smollm2(Path(builtin_dir)))
         return str(ensure_builtin_smollm2(Path(builtin_dir), progress=progress))

@@ -1,4 +1,4 @@
-"""The local backend of the job runner: QLoRA on this machine, generation with local_serving.
+"""The local backend of the job runner: QLoRA on this machine, generation with local_generation.
 
 :class:`LocalBackend` implements :class:`engine.backends.Backend` for ``local`` jobs, which run in
 the worker process (``python -m engine.worker``, started by the scheduler): training runs to its
@@ -14,16 +14,17 @@ from __future__ import annotations
 import contextlib
 import gc
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.backends import TrainedModel, local_qlora
 from engine.backends.local_builtin import resolve_base_model
-from engine.backends.local_serving import context_length, generate_batch, load_base, render_prompt
+from engine.backends.local_generation import generate_batch
+from engine.backends.local_model import context_length, load_base, prompt_token_counter
 from engine.config import TrainConfig
 from engine.diagnosis import OOM_HINT
-from engine.errors import FtbotError, ResourceExhausted
+from engine.errors import ResourceExhausted
 from engine.paths import adapter_dir, checkpoints_dir, latest_checkpoint
 from engine.pipeline import Cancelled, EvalData, JobContext, saved_baseline
 from engine.progress import format_duration, utcnow
@@ -31,19 +32,6 @@ from engine.store import ModelRecord
 
 #: Eval prompts per batch of local generation; a cancel is noticed between batches.
 EVAL_BATCH_SIZE = 16
-
-
-def token_counter_for(tokenizer: Any) -> Callable[[list[dict[str, Any]]], int]:
-    """Count a conversation's tokens as the model sees them (its chat template)."""
-
-    def count(messages: list[dict[str, Any]]) -> int:
-        try:
-            text = render_prompt(tokenizer, messages)
-        except FtbotError:
-            text = "\n".join(str(m.get("content", "")) for m in messages)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    return count
 
 
 class LocalGenerator:
@@ -56,7 +44,7 @@ class LocalGenerator:
         self.tokenizer = tokenizer
         self.context_tokens = context_length(model, tokenizer)
         self.max_new_tokens_cap = max(16, self.context_tokens // 2)
-        self._count = token_counter_for(tokenizer)
+        self._count = prompt_token_counter(tokenizer)
 
     def count_tokens(self, messages: list[dict[str, Any]]) -> int:
         return self._count(messages)
@@ -98,13 +86,7 @@ class LocalBackend:
         )
 
     def _load(self, adapter: Path | None) -> LocalGenerator:
-        model, tokenizer = load_base(self.base_path)
-        if adapter is not None:
-            # lazy: peft stays out of `import engine`
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter))
-            model.eval()
+        model, tokenizer = load_base(self.base_path, adapter=adapter)
         return LocalGenerator(model, tokenizer)
 
     def prepare(self, ctx: JobContext, data: EvalData) -> None:

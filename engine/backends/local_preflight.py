@@ -5,7 +5,8 @@ no weights, no memory), looks at the device that is here, and returns the estima
 and a message that says what to change when the job cannot fit. :func:`estimate` is the pure
 arithmetic behind it (tests feed it hypothetical GPUs); :func:`estimate_memory` documents the
 memory formula. Also here, shared with the recipe: :func:`check_environment` (options this machine
-cannot honour), :func:`device_info` and :func:`probe_4bit` (can bitsandbytes quantize here?).
+cannot honour) and :func:`device_info`. Sits on ``local_model`` (tokenizer, token counts, the 4-bit
+probe); imports no other backend module.
 
 Heavy libraries are imported inside functions, like every ``engine/backends/local_*`` module.
 """
@@ -22,10 +23,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from engine.backends.local_model import (
+    answer_length,
+    load_tokenizer,
+    probe_4bit,
+    require_chat_template,
+    token_length,
+)
 from engine.config import ALL_LINEAR, TrainConfig
 from engine.errors import ConfigError
 from engine.progress import format_duration
-from engine.recipe import ModelSize, Plan, plan_training
+from engine.recipe import ModelSize, Plan, plan_training, validation_split
 
 Messages = list[dict[str, Any]]
 
@@ -130,26 +138,6 @@ def _ram_bytes() -> tuple[int, int]:
         return total, free
     except (OSError, KeyError, ValueError):
         return 0, 0
-
-
-def probe_4bit(device: str) -> tuple[bool, str]:
-    """Can bitsandbytes quantize to NF4 on ``device`` ("cuda" or "cpu")? Tries it on a small tensor
-    rather than trusting version numbers. Returns (ok, reason when not)."""
-    try:
-        import bitsandbytes.functional as bnbf
-        import torch
-    except Exception as exc:  # ImportError, or a broken native library
-        return False, f"bitsandbytes cannot be loaded ({type(exc).__name__}: {exc})"
-    try:
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        weight = torch.randn(64, 64, dtype=dtype, device=device)
-        packed, state = bnbf.quantize_4bit(weight, quant_type="nf4", compress_statistics=True)
-        restored = bnbf.dequantize_4bit(packed, state, quant_type="nf4")
-        if restored.shape != weight.shape or not torch.isfinite(restored).all():
-            return False, "bitsandbytes 4-bit round trip gave wrong values"
-    except Exception as exc:
-        return False, f"bitsandbytes cannot quantize on {device} ({type(exc).__name__}: {exc})"
-    return True, ""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -284,27 +272,101 @@ def estimate(
     (estimate), gpu_memory_gb (or memory_gb on the CPU), checkpointing (whether it is needed to
     fit), fits, message, and the inputs it used.
     """
-    n = len(token_lengths)
-    if n == 0:
+    if not token_lengths:
         raise ConfigError([("dataset", "no training examples")])
     device_kind = device.get("kind", "cpu")
-    max_length = config.max_length or max(token_lengths)
-    if shape.context_length:
-        max_length = min(max_length, shape.context_length)
-    clipped = [min(t, max_length) for t in token_lengths]
-    tokens_per_epoch = sum(clipped)
-    tokens = tokens_per_epoch * config.epochs
-    micro_batches_per_epoch = math.ceil(n / config.batch_size)
-    steps_per_epoch = max(1, math.ceil(micro_batches_per_epoch / config.grad_accum))
-    steps = steps_per_epoch * config.epochs
-    micro_batch_tokens = config.batch_size * max_length  # worst case: a batch of the longest examples
+    counts = _Counts.of(shape, token_lengths, config)
+    memory = _fit_memory(shape, config, device, counts, quantized=quantized)
+    seconds = _seconds(
+        shape,
+        config,
+        device,
+        counts,
+        quantized=quantized,
+        checkpointing=memory.checkpointing,
+        eval_token_lengths=eval_token_lengths,
+        trained_layers=trained_layers,
+        answer_tokens=answer_tokens,
+        cpu_flops=cpu_flops,
+    )
+    mem_key = "gpu_memory_gb" if device_kind == "cuda" else "memory_gb"
+    return {
+        "tokens": counts.tokens,
+        "tokens_per_epoch": counts.tokens_per_epoch,
+        "examples": counts.examples,
+        "steps": counts.steps,
+        "steps_per_epoch": counts.steps_per_epoch,
+        "seconds": seconds,
+        mem_key: memory.needed,
+        "memory_breakdown_gb": memory.breakdown,
+        "capacity_gb": memory.capacity,
+        "checkpointing": memory.checkpointing,
+        "quantized": quantized,
+        "max_length": counts.max_length,
+        "params": shape.total_params,
+        "trainable_params": shape.lora_params,
+        "device": dict(device),
+        "fits": memory.fits,
+        "message": _message(config, device, counts, memory, seconds, early_stopping=early_stopping),
+    }
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """Tokens and steps of a job: what the estimate's memory and time are computed from."""
+
+    examples: int
+    max_length: int
+    tokens_per_epoch: int  # clipped to max_length, no padding
+    tokens: int  # over all epochs
+    micro_batches_per_epoch: int
+    steps_per_epoch: int
+    steps: int
+
+    @classmethod
+    def of(cls, shape: ModelShape, token_lengths: Sequence[int], config: TrainConfig) -> _Counts:
+        n = len(token_lengths)
+        max_length = config.max_length or max(token_lengths)
+        if shape.context_length:
+            max_length = min(max_length, shape.context_length)
+        tokens_per_epoch = sum(min(t, max_length) for t in token_lengths)
+        micro_batches_per_epoch = math.ceil(n / config.batch_size)
+        steps_per_epoch = max(1, math.ceil(micro_batches_per_epoch / config.grad_accum))
+        return cls(
+            examples=n,
+            max_length=max_length,
+            tokens_per_epoch=tokens_per_epoch,
+            tokens=tokens_per_epoch * config.epochs,
+            micro_batches_per_epoch=micro_batches_per_epoch,
+            steps_per_epoch=steps_per_epoch,
+            steps=steps_per_epoch * config.epochs,
+        )
+
+
+@dataclass(frozen=True)
+class _Memory:
+    """The memory side of the estimate: what is needed (GB) against the device's capacity."""
+
+    checkpointing: bool
+    needed: float
+    breakdown: dict[str, float]
+    capacity: float
+    fits: bool
+
+
+def _fit_memory(
+    shape: ModelShape, config: TrainConfig, device: Mapping[str, Any], counts: _Counts, *, quantized: bool
+) -> _Memory:
+    """Peak memory with and without gradient checkpointing, and whether it is needed to fit
+    (``gradient_checkpointing=auto`` turns it on, on a GPU, only then: it costs about 20% speed)."""
+    device_kind = device.get("kind", "cpu")
 
     def memory(checkpointing: bool) -> dict[str, float]:
         return estimate_memory(
             shape,
             config,
             quantized=quantized,
-            micro_batch_tokens=micro_batch_tokens,
+            micro_batch_tokens=config.batch_size * counts.max_length,  # worst case: the longest examples
             checkpointing=checkpointing,
             device_kind=device_kind,
         )
@@ -318,29 +380,51 @@ def estimate(
         checkpointing = True
     elif config.gradient_checkpointing == "off" or device_kind == "cpu":
         checkpointing = False
-    else:  # auto on a GPU: only when needed to fit (it costs about 20% speed)
+    else:
         checkpointing = capacity > 0 and without["total_gb"] > capacity
-    needed = (with_ckpt if checkpointing else without)["total_gb"]
-    fits = capacity <= 0 or needed <= capacity
+    breakdown = with_ckpt if checkpointing else without
+    needed = breakdown["total_gb"]
+    return _Memory(checkpointing, needed, breakdown, capacity, capacity <= 0 or needed <= capacity)
 
-    # FLOPs: the blocks' matrices forward (2 per weight per token), backward through the trained
-    # layers only (activation gradients: 2 more; LoRA's own are negligible), checkpointing's second
-    # forward; the output head (2 x hidden x vocab per token, forward and backward) on every token,
-    # or on the answer tokens only.
+
+def _seconds(
+    shape: ModelShape,
+    config: TrainConfig,
+    device: Mapping[str, Any],
+    counts: _Counts,
+    *,
+    quantized: bool,
+    checkpointing: bool,
+    eval_token_lengths: Sequence[int],
+    trained_layers: int | None,
+    answer_tokens: int | None,
+    cpu_flops: float | None,
+) -> float:
+    """Training time: FLOPs at an assumed utilisation (GPU) or the measured rate (CPU), plus the
+    per-step and setup overheads.
+
+    FLOPs: the blocks' matrices forward (2 per weight per token), backward through the trained
+    layers only (activation gradients: 2 more; LoRA's own are negligible), checkpointing's second
+    forward; the output head (2 x hidden x vocab per token, forward and backward) on every token,
+    or on the answer tokens only."""
+    device_kind = device.get("kind", "cpu")
+    tokens, tokens_per_epoch = counts.tokens, counts.tokens_per_epoch
     layers = max(shape.num_layers, 1)
     share = 1.0 if trained_layers is None else min(trained_layers, layers) / layers
     blocks = shape.linear_params or shape.total_params
     head = 2 * shape.hidden_size * shape.vocab_size
     head_tokens = tokens if answer_tokens is None else answer_tokens * config.epochs
     # Attention scores and their use: about 4 x length x hidden per layer and token forward.
-    attention = 4 * (tokens_per_epoch / n) * shape.hidden_size * layers
+    attention = 4 * (tokens_per_epoch / counts.examples) * shape.hidden_size * layers
     train_flops = (
         tokens * blocks * (2 + 2 * share + (2 * share if checkpointing else 0))
         + tokens * attention * (1 + 2 * share)
         + 2 * head * head_tokens
     )
-    eval_tokens = sum(min(t, max_length) for t in eval_token_lengths) * config.epochs
-    eval_head = eval_tokens if answer_tokens is None else eval_tokens * answer_tokens / max(tokens_per_epoch, 1)
+    eval_tokens = sum(min(t, counts.max_length) for t in eval_token_lengths) * config.epochs
+    eval_head = (
+        eval_tokens if answer_tokens is None else eval_tokens * answer_tokens / max(tokens_per_epoch, 1)
+    )
     eval_flops = eval_tokens * 2 * blocks + head * eval_head
     if device_kind == "cuda":
         rate = float(device.get("peak_tflops") or DEFAULT_GPU_TFLOPS) * 1e12
@@ -350,51 +434,43 @@ def estimate(
         if quantized:
             rate *= 0.5  # bitsandbytes dequantizes every weight on every CPU matmul (measured ~0.55x)
     compute_s = (train_flops + eval_flops) / rate
-    overhead_s = micro_batches_per_epoch * config.epochs * STEP_OVERHEAD_S.get(device_kind, 0.05)
-    seconds = compute_s + overhead_s + SETUP_OVERHEAD_S.get(device_kind, 8.0)
+    overhead_s = counts.micro_batches_per_epoch * config.epochs * STEP_OVERHEAD_S.get(device_kind, 0.05)
+    return compute_s + overhead_s + SETUP_OVERHEAD_S.get(device_kind, 8.0)
 
+
+def _message(
+    config: TrainConfig,
+    device: Mapping[str, Any],
+    counts: _Counts,
+    memory: _Memory,
+    seconds: float,
+    *,
+    early_stopping: bool,
+) -> str:
+    """The estimate in one sentence; when it does not fit, what to change."""
+    device_kind = device.get("kind", "cpu")
     where = device.get("name") or device_kind
     what = "GPU memory" if device_kind == "cuda" else "RAM"
-    mem_key = "gpu_memory_gb" if device_kind == "cuda" else "memory_gb"
-    if fits:
-        message = (
-            (
-                f"Training: at most {steps:,} steps over {config.epochs} epochs ({tokens:,} tokens; fewer if the "
-                f"validation loss stops falling), about {_duration(seconds)} at most"
-                if early_stopping
-                else f"Training: {tokens:,} tokens, {steps:,} steps over {config.epochs} epochs, about {_duration(seconds)}"
-            )
-            + f"; needs {_gigabytes(needed)} of {what}"
-            + (f" ({where}: {capacity:.0f} GB)" if capacity else "")
-            + (", with gradient checkpointing" if checkpointing else "")
-            + "."
-        )
-    else:
-        message = (
-            f"This job does not fit: it needs {_gigabytes(needed)} of {what} and {where} has "
+    tokens, steps, capacity = counts.tokens, counts.steps, memory.capacity
+    if not memory.fits:
+        return (
+            f"This job does not fit: it needs {_gigabytes(memory.needed)} of {what} and {where} has "
             f"{capacity:.1f} GB. "
             f"Try a smaller batch (batch={max(1, config.batch_size // 2)} accum={config.grad_accum * 2} keeps "
-            f"the effective batch), a shorter max_length (now {max_length}), a smaller r, or a smaller base model."
+            f"the effective batch), a shorter max_length (now {counts.max_length}), a smaller r, or a smaller base model."
         )
-    return {
-        "tokens": tokens,
-        "tokens_per_epoch": tokens_per_epoch,
-        "examples": n,
-        "steps": steps,
-        "steps_per_epoch": steps_per_epoch,
-        "seconds": seconds,
-        mem_key: needed,
-        "memory_breakdown_gb": with_ckpt if checkpointing else without,
-        "capacity_gb": capacity,
-        "checkpointing": checkpointing,
-        "quantized": quantized,
-        "max_length": max_length,
-        "params": shape.total_params,
-        "trainable_params": shape.lora_params,
-        "device": dict(device),
-        "fits": fits,
-        "message": message,
-    }
+    return (
+        (
+            f"Training: at most {steps:,} steps over {config.epochs} epochs ({tokens:,} tokens; fewer if the "
+            f"validation loss stops falling), about {_duration(seconds)} at most"
+            if early_stopping
+            else f"Training: {tokens:,} tokens, {steps:,} steps over {config.epochs} epochs, about {_duration(seconds)}"
+        )
+        + f"; needs {_gigabytes(memory.needed)} of {what}"
+        + (f" ({where}: {capacity:.0f} GB)" if capacity else "")
+        + (", with gradient checkpointing" if memory.checkpointing else "")
+        + "."
+    )
 
 
 def _gigabytes(value: float) -> str:
@@ -426,14 +502,16 @@ def preflight(
         ConfigError: an option this machine cannot honour (see :func:`check_environment`).
         BackendUnavailable: the base model's tokenizer or config cannot be loaded.
     """
-    from engine.backends.local_qlora import answer_length, load_tokenizer, token_length  # the recipe's step 1
-    from engine.recipe import validation_split
-
     check_environment(config)
-    tokenizer = load_tokenizer(base_model, notes=[])
+    tokenizer = load_tokenizer(base_model, padding_side="right")  # as training loads it
+    require_chat_template(tokenizer, base_model)
     device = device_info()
     plan, shape = make_plan(
-        base_model, config, train_examples=len(train_examples), device=device, given_validation=len(eval_examples)
+        base_model,
+        config,
+        train_examples=len(train_examples),
+        device=device,
+        given_validation=len(eval_examples),
     )
     train, validation = list(train_examples), list(eval_examples)
     if plan.validation_examples and not validation:
@@ -494,7 +572,9 @@ def make_plan(
     can_quantize = probe_4bit(kind)[0] if config.quantize != "off" else False
     plan = plan_training(
         config,
-        ModelSize(params=shape.total_params, num_layers=shape.num_layers, fp32_gb=shape.total_params * 4 / 1e9),
+        ModelSize(
+            params=shape.total_params, num_layers=shape.num_layers, fp32_gb=shape.total_params * 4 / 1e9
+        ),
         train_examples=train_examples,
         device_kind=kind,
         can_quantize=can_quantize,

@@ -24,15 +24,19 @@
    the same steps); the validation loss and a checkpoint each epoch, ``EarlyStoppingCallback`` and
    the best checkpoint loaded at the end; ``resume_from_checkpoint`` when resuming. On a CPU the
    trainer's loss runs the output head only on answer tokens (:func:`_answer_only_trainer`).
-6. **Progress.** A ``TrainerCallback`` turns the trainer's logs into ``step``/``eval``/``alert``
-   events on the injected sink, reports the measured pace against the pre-flight after the first
-   steps, and stops training when ``should_stop()`` says so (cancel).
+6. **Progress.** A ``TrainerCallback`` (``local_progress``) turns the trainer's logs into
+   ``step``/``eval``/``alert`` events on the injected sink, reports the measured pace against the
+   pre-flight after the first steps, and stops training when ``should_stop()`` says so (cancel).
 7. **Save.** The adapter in PEFT format with the tokenizer and a model card (``README.md`` and
    ``ftbot_card.json``: base model, data hash, config, metrics). The loss chart is drawn by the
    worker from the stored events (``engine.charts.loss_chart``), not here.
 
 :func:`preflight` (in ``local_preflight.py``, re-exported here) estimates tokens, steps, time and
 memory before any of that, and says whether the job fits the GPU (or, on the CPU, the RAM) here.
+
+Sits on ``local_model`` (tokenizer, model, precision, template, context length), ``local_preflight``
+(the plan, the model's shape) and ``local_progress``; the checkpoint search is
+``engine.scheduler.latest_checkpoint`` (the one the worker resumes from).
 
 Layout of ``output_dir``: ``checkpoints/checkpoint-<step>/`` (one per epoch, the last two kept),
 ``adapter/`` (the result).
@@ -49,7 +53,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backends.local_loading import load_failure, model_load_kwargs, pad_with_eos
+from engine.backends.local_model import (
+    choose_precision,
+    clean_messages,
+    load_model,
+    load_tokenizer,
+    model_context_length,
+    render,
+    require_chat_template,
+    token_length,
+)
 from engine.backends.local_preflight import (
     ModelShape,
     check_environment,
@@ -59,13 +72,15 @@ from engine.backends.local_preflight import (
     preflight,
     shape_of_model,
 )
+from engine.backends.local_progress import Emitter, make_progress_callback
 from engine.config import TrainConfig
-from engine.errors import BackendUnavailable, ConfigError, ResourceExhausted, TrainingFailed
-from engine.progress import ProgressEvent, ProgressSink, utcnow
-from engine.progress import format_duration as _duration
-from engine.recipe import validation_split
+from engine.errors import ConfigError, ResourceExhausted, TrainingFailed
+from engine.paths import latest_checkpoint
+from engine.progress import ProgressSink, utcnow
+from engine.recipe import Plan, validation_split
 
-__all__ = ["TrainResult", "latest_checkpoint", "load_tokenizer", "preflight", "token_length", "train"]
+#: ``preflight`` is re-exported: the worker and tests call it as ``local_qlora.preflight``.
+__all__ = ["TrainResult", "preflight", "train"]
 
 Messages = list[dict[str, Any]]
 
@@ -73,8 +88,6 @@ ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 CARD_FILE = "ftbot_card.json"
 
-# Alert threshold (see the ProgressCallback in _make_progress_callback).
-EXPLODING_FACTOR = 2.0  # loss above 2x the lowest loss so far *and* above the first loss
 # At most this many step events per run: every step on short runs, every k-th step on long ones
 # (each event is a database row and, on a GPU, a host sync for the loss).
 MAX_STEP_EVENTS = 1000
@@ -149,31 +162,125 @@ def train(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = list(config.notes)
-    emit = _Emitter(job_id, sink)
+    emit = Emitter(job_id, sink)
     for note in config.notes:
         emit("log", note)
     if should_stop():
         return TrainResult(output_dir / ADAPTER_DIR, {}, False, notes, cancelled=True)
 
-    import datasets
-    import torch
-    from peft import LoraConfig, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    import torch  # lazy: keeps torch out of `import engine`
 
     torch.manual_seed(config.seed)
     cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
-
     # 1. Tokenizer: pad token, chat template, EOS at the end of assistant turns.
-    tokenizer = load_tokenizer(base_model, notes=notes)
+    tokenizer = _load_tokenizer(base_model, notes)
+    # 2. Loss mask and max_length; the examples that fit.
+    examples = _prepare_examples(tokenizer, base_model, train_examples, eval_examples, config, notes)
+    # 3. The recipe for this model, this much data and this device (engine/recipe.py).
+    plan = _plan(base_model, config, examples, notes)
+    config = plan.config
+    early_stopping = plan.early_stopping and bool(examples.validation)
+    # 4. Model: 4-bit NF4 + double quantization when the plan says so, else full-precision LoRA.
+    model, setup = _load_model(base_model, config, plan, examples.max_length, notes, cuda=cuda)
+    # 5. LoRA + SFTTrainer with every setting that matters set explicitly.
+    args = _sft_config(config, setup, examples, output_dir=output_dir, early_stopping=early_stopping)
+    decided = _announce(emit, notes, config, plan, setup, examples, early_stopping=early_stopping)
+    # 6. Progress events and cancel, through a TrainerCallback; early stopping on the validation loss.
+    progress = make_progress_callback(emit, should_stop, preflight_seconds=preflight_seconds)
+    trainer = _make_trainer(
+        model, tokenizer, args, config, plan, examples, progress, early_stopping=early_stopping
+    )
+    resume = _resume_point(resume_from, notes, emit)
+    if should_stop():  # loading a large model takes minutes: a cancel may have come meanwhile
+        return TrainResult(
+            output_dir / ADAPTER_DIR, {}, setup.quantized, notes, cancelled=True, resolved=decided
+        )
+    output, started = _run_trainer(trainer, resume, cuda=cuda)
+    if progress.diverged:
+        raise TrainingFailed(
+            progress.diverged, hint="Try a lower lr (for example half of it) or a larger batch."
+        )
+    metrics = _metrics(trainer, output, started=started, cuda=cuda, shape=setup.shape)
+    if progress.cancelled:
+        return TrainResult(
+            output_dir / ADAPTER_DIR, metrics, setup.quantized, notes, cancelled=True, resolved=decided
+        )
+    if early_stopping:
+        kept_note = _early_stopping_note(trainer.state, planned_epochs=config.epochs, metrics=metrics)
+        if kept_note:
+            notes.append(kept_note)
+            emit("log", kept_note, data={"best_epoch": metrics.get("best_epoch"), "notify": True})
+    # 7. Save: adapter (PEFT format) + tokenizer + model card.
+    adapter_dir = output_dir / ADAPTER_DIR
+    trainer.model.save_pretrained(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
+    _write_card(
+        adapter_dir,
+        base_model=base_model,
+        config=config,
+        metrics=metrics,
+        resolved=decided,
+        notes=notes,
+        data_hash=_examples_hash(examples.train),
+        dataset_hash=dataset_hash,
+    )
+    return TrainResult(adapter_dir, metrics, setup.quantized, notes, resolved=decided)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recipe steps, in the order train() runs them
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Examples:
+    """The examples training sees: those that fit ``max_length`` (and, in prompt/completion form,
+    end with an assistant turn), and the validation examples (the plan may carve them out)."""
+
+    train: list[Messages]
+    validation: list[Messages]
+    loss_mode: str
+    max_length: int
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What was decided when the model was loaded."""
+
+    device: str
+    precision: str
+    quantized: bool
+    checkpointing: bool
+    optimizer: str
+    shape: ModelShape
+
+
+def _load_tokenizer(base_model: str, notes: list[str]) -> Any:
+    """Step 1: the tokenizer, right-padded, with a pad token and a chat template (refused without)."""
+    tokenizer = load_tokenizer(base_model, padding_side="right", notes=notes)
+    require_chat_template(tokenizer, base_model)
     if not _eos_ends_assistant_turn(tokenizer):
         notes.append(
             f"The chat template does not end assistant turns with the EOS token {tokenizer.eos_token!r}; "
             "the tuned model may not stop by itself (answers are cut at max_new_tokens)."
         )
+    return tokenizer
 
-    # 2. Loss mask and max_length.
+
+def _prepare_examples(
+    tokenizer: Any,
+    base_model: str,
+    train_examples: Sequence[Messages],
+    eval_examples: Sequence[Messages],
+    config: TrainConfig,
+    notes: list[str],
+) -> _Examples:
+    """Step 2: the loss mask and ``max_length`` (the config's, else the longest example within the
+    context length); the examples that leave room for an answer.
+
+    Raises:
+        ConfigError: no training examples, or none leaves room for its answer.
+    """
     loss_mode = _choose_loss_mode(tokenizer, config)
     if loss_mode == "prompt_completion":
         notes.append(
@@ -185,8 +292,7 @@ def train(
     if not train_examples:
         raise ConfigError([("dataset", "there are no training examples")])
     lengths = [token_length(tokenizer, ex) for ex in train_examples]
-    context = _context_length(tokenizer, base_model)
-    max_length = config.max_length or min(max(lengths), context)
+    max_length = config.max_length or min(max(lengths), model_context_length(base_model, tokenizer))
     kept = [ex for ex in train_examples if _prompt_fits(tokenizer, ex, max_length)]
     if len(kept) < len(train_examples):
         notes.append(
@@ -208,40 +314,48 @@ def train(
     truncated = sum(1 for n in lengths if n > max_length)
     if truncated:
         notes.append(f"{truncated} example(s) longer than max_length={max_length} tokens are truncated.")
-
-    # 3. The recipe for this model, this much data and this device (engine/recipe.py): it may change
-    # the learning rate, epochs and batch the user did not set, picks the precision and the output
-    # head's loss, and holds back a validation split for early stopping. Its reasons are the
-    # pre-flight's (preflight() returns them; the job's thread shows them there).
     validation = [
         ex
         for ex in eval_examples
         if _prompt_fits(tokenizer, ex, max_length)
         and (loss_mode != "prompt_completion" or ex[-1].get("role") == "assistant")
     ]
-    plan, _ = make_plan(
-        base_model, config, train_examples=len(kept), device=device_info(), given_validation=len(validation)
-    )
-    config = plan.config
-    notes.extend(plan.reasons)
-    if plan.validation_examples and not validation:
-        kept, validation = validation_split(kept, plan.validation_examples, seed=config.seed)
-    early_stopping = plan.early_stopping and bool(validation)
+    return _Examples(list(kept), validation, loss_mode, max_length)
 
-    # 4. Model: 4-bit NF4 + double quantization when the plan says so, else full-precision LoRA.
-    precision = _choose_precision(config, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported())
-    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+def _plan(base_model: str, config: TrainConfig, examples: _Examples, notes: list[str]) -> Plan:
+    """Step 3: the recipe (``make_plan``): it may change the learning rate, epochs and batch the
+    user did not set, picks the precision and the output head's loss, and holds back a validation
+    split for early stopping (taken out of ``examples.train`` here). Its reasons are the
+    pre-flight's (preflight() returns them; the job's thread shows them there)."""
+    plan, _ = make_plan(
+        base_model,
+        config,
+        train_examples=len(examples.train),
+        device=device_info(),
+        given_validation=len(examples.validation),
+    )
+    notes.extend(plan.reasons)
+    if plan.validation_examples and not examples.validation:
+        examples.train, examples.validation = validation_split(
+            examples.train, plan.validation_examples, seed=plan.config.seed
+        )
+    return plan
+
+
+def _load_model(
+    base_model: str, config: TrainConfig, plan: Plan, max_length: int, notes: list[str], *, cuda: bool
+) -> tuple[Any, _Setup]:
+    """Step 4: the base model in the plan's precision and quantization, ready for LoRA (the KV
+    cache off; ``prepare_model_for_kbit_training`` when 4-bit)."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+
+    precision = choose_precision(config.precision, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported())
     quantized = plan.quantize
-    load_kwargs = model_load_kwargs(compute_dtype, cuda=cuda, quantize=quantized)
     if not quantized and config.quantize == "off":
         notes.append("quantize=off: LoRA on the unquantized weights, as asked (more memory, usually faster).")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(base_model, **load_kwargs)
-    except (OSError, ValueError) as exc:
-        raise BackendUnavailable(
-            load_failure("The base model", base_model, exc),
-            hint="Check the model id or directory (a GPU host needs network access or a local copy).",
-        ) from exc
+    model = load_model(base_model, precision=precision, quantize=quantized)
     shape = shape_of_model(model, config)
     checkpointing = _choose_checkpointing(
         config, shape, cuda=cuda, quantized=quantized, max_length=max_length
@@ -249,25 +363,28 @@ def train(
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
-
-    # 5. LoRA + SFTTrainer with every setting that matters set explicitly.
-    peft_config = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.target,
-        layers_to_transform=list(plan.layers) if plan.layers is not None else None,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
     optimizer = config.resolve_optimizer(cuda=cuda)
     if config.optimizer not in ("auto", optimizer):
         notes.append(f"optimizer={config.optimizer} needs CUDA; using {optimizer} on the CPU.")
-    report_to = "none" if config.report == "none" else [config.report]
-    checkpoints_dir = output_dir / CHECKPOINTS_DIR
-    total_steps = config.epochs * math.ceil(math.ceil(len(kept) / config.batch_size) / config.grad_accum)
-    args = SFTConfig(
-        output_dir=str(checkpoints_dir),
+    device = "cuda" if cuda else "cpu"
+    return model, _Setup(device, precision, quantized, checkpointing, optimizer, shape)
+
+
+def _sft_config(
+    config: TrainConfig, setup: _Setup, examples: _Examples, *, output_dir: Path, early_stopping: bool
+) -> Any:
+    """Step 5a: the ``SFTConfig``, every setting that matters set explicitly (TRL's own defaults
+    differ from the guide's: lr 2e-5, gradient checkpointing on, bf16 on)."""
+    from trl import SFTConfig
+
+    cuda = setup.device == "cuda"
+    checkpointing = setup.checkpointing
+    loss_mode = examples.loss_mode
+    total_steps = config.epochs * math.ceil(
+        math.ceil(len(examples.train) / config.batch_size) / config.grad_accum
+    )
+    return SFTConfig(
+        output_dir=str(output_dir / CHECKPOINTS_DIR),
         seed=config.seed,
         data_seed=config.seed,
         learning_rate=config.learning_rate,
@@ -277,13 +394,13 @@ def train(
         gradient_accumulation_steps=config.grad_accum,
         lr_scheduler_type=config.scheduler,
         warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
-        optim=optimizer,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
+        optim=setup.optimizer,
+        bf16=setup.precision == "bf16",
+        fp16=setup.precision == "fp16",
         use_cpu=not cuda,
         activation_checkpointing=checkpointing,  # transformers 5.24's name for gradient_checkpointing
         activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
-        max_length=max_length,
+        max_length=examples.max_length,
         packing=False,  # without FlashAttention, packed examples would attend to each other
         padding_free=False,
         assistant_only_loss=loss_mode == "assistant_only",
@@ -292,71 +409,129 @@ def train(
         pad_to_multiple_of=8 if cuda else None,
         logging_strategy="steps",
         logging_steps=max(1, math.ceil(total_steps / MAX_STEP_EVENTS)),
-        eval_strategy="epoch" if validation else "no",
+        eval_strategy="epoch" if examples.validation else "no",
         save_strategy="epoch",
         save_total_limit=2,  # with load_best_model_at_end the best one is never deleted
         load_best_model_at_end=early_stopping,
         metric_for_best_model="eval_loss" if early_stopping else None,
         greater_is_better=False if early_stopping else None,
         prediction_loss_only=True,
-        report_to=report_to,
+        report_to="none" if config.report == "none" else [config.report],
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
+
+
+def _announce(
+    emit: Emitter,
+    notes: list[str],
+    config: TrainConfig,
+    plan: Plan,
+    setup: _Setup,
+    examples: _Examples,
+    *,
+    early_stopping: bool,
+) -> dict[str, Any]:
+    """Step 5b: the notes decided so far as ``log`` events (the plan's reasons are the
+    pre-flight's, shown with it), then one summary line with the resolved settings. Returns them."""
     decided = {
-        "device": device,
-        "quantized": quantized,
-        "precision": precision,
-        "optimizer": optimizer,
-        "gradient_checkpointing": checkpointing,
-        "max_length": max_length,
-        "loss_mode": loss_mode,
+        "device": setup.device,
+        "quantized": setup.quantized,
+        "precision": setup.precision,
+        "optimizer": setup.optimizer,
+        "gradient_checkpointing": setup.checkpointing,
+        "max_length": examples.max_length,
+        "loss_mode": examples.loss_mode,
         "target_modules": config.target,
         "plan": plan.to_dict(),
-        "train_examples": len(kept),
-        "validation_examples": len(validation),
+        "train_examples": len(examples.train),
+        "validation_examples": len(examples.validation),
         "versions": _versions(),
     }
     for note in notes[len(config.notes) :]:
-        if note not in plan.reasons:  # those are the pre-flight's (preflight()["notes"]), shown with it
+        if note not in plan.reasons:
             emit("log", note)
     summary = (
-        f"Training {'4-bit QLoRA' if quantized else 'LoRA'} on {device} in {precision} ({plan.recipe} recipe): "
-        f"lr {config.learning_rate:g}, {'up to ' if early_stopping else ''}{config.epochs} epochs, batch "
-        f"{config.batch_size} x {config.grad_accum}, r {config.lora_r}, "
+        f"Training {'4-bit QLoRA' if setup.quantized else 'LoRA'} on {setup.device} in {setup.precision} "
+        f"({plan.recipe} recipe): lr {config.learning_rate:g}, {'up to ' if early_stopping else ''}"
+        f"{config.epochs} epochs, batch {config.batch_size} x {config.grad_accum}, r {config.lora_r}, "
         + (f"layers {plan.layers[0]}-{plan.layers[-1]}" if plan.layers else "every layer")
-        + f", optimizer {optimizer}, max_length {max_length}, gradient checkpointing {'on' if checkpointing else 'off'}."
+        + f", optimizer {setup.optimizer}, max_length {examples.max_length}, gradient checkpointing "
+        f"{'on' if setup.checkpointing else 'off'}."
     )
     notes.append(summary)
     emit("log", summary, data={"resolved": decided})
+    return decided
 
-    # 6. Progress events and cancel, through a TrainerCallback; early stopping on the validation loss.
-    progress = _make_progress_callback(emit, should_stop, preflight_seconds=preflight_seconds)
+
+def _make_trainer(
+    model: Any,
+    tokenizer: Any,
+    args: Any,
+    config: TrainConfig,
+    plan: Plan,
+    examples: _Examples,
+    progress: Any,
+    *,
+    early_stopping: bool,
+) -> Any:
+    """Step 6: the SFTTrainer with LoRA (on the upper layers only with ``layers=N``), the progress
+    callback and, when validating, ``EarlyStoppingCallback``. On a CPU plan its loss runs the output
+    head only on answer tokens (:func:`_answer_only_trainer`)."""
+    import datasets
+    from peft import LoraConfig
+    from transformers import EarlyStoppingCallback, PrinterCallback
+    from trl import SFTTrainer
+
+    peft_config = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target,
+        layers_to_transform=list(plan.layers) if plan.layers is not None else None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     callbacks: list[Any] = [progress]
     if early_stopping:
-        from transformers import EarlyStoppingCallback
-
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=plan.patience))
     datasets.disable_progress_bars()  # our events are the progress display; keep the worker log readable
     trainer_class = _answer_only_trainer(SFTTrainer) if plan.answer_only_logits else SFTTrainer
     trainer = trainer_class(
         model=model,
         args=args,
-        train_dataset=_to_dataset(kept, loss_mode),
-        eval_dataset=_to_dataset(validation, loss_mode) if validation else None,
+        train_dataset=_to_dataset(examples.train, examples.loss_mode),
+        eval_dataset=_to_dataset(examples.validation, examples.loss_mode) if examples.validation else None,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
-    resume = _find_checkpoint(Path(resume_from)) if resume_from is not None else None
-    if resume_from is not None and resume is None:
+    return trainer
+
+
+def _resume_point(resume_from: Path | None, notes: list[str], emit: Emitter) -> Path | None:
+    """The checkpoint to resume from (``resume_from`` itself, or the latest complete one in it);
+    a note when there is none."""
+    if resume_from is None:
+        return None
+    resume = _find_checkpoint(Path(resume_from))
+    if resume is None:
         note = f"No complete checkpoint in {resume_from}; training starts from the beginning."
         notes.append(note)
         emit("log", note)
-    if should_stop():  # loading a large model takes minutes: a cancel may have come meanwhile
-        return TrainResult(output_dir / ADAPTER_DIR, {}, quantized, notes, cancelled=True, resolved=decided)
+    return resume
+
+
+def _run_trainer(trainer: Any, resume: Path | None, *, cuda: bool) -> tuple[Any, float]:
+    """Step 6b: train; returns the trainer's output and when it started (monotonic).
+
+    Raises:
+        ResourceExhausted: out of (GPU) memory.
+    """
+    import torch
+
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.monotonic()
@@ -371,79 +546,7 @@ def train(
         raise ResourceExhausted(
             "Training ran out of memory.", hint="Try a smaller batch or max_length."
         ) from exc
-    if progress.diverged:
-        raise TrainingFailed(
-            progress.diverged, hint="Try a lower lr (for example half of it) or a larger batch."
-        )
-
-    metrics = _metrics(trainer, output, started=started, cuda=cuda, shape=shape)
-    if progress.cancelled:
-        return TrainResult(
-            output_dir / ADAPTER_DIR, metrics, quantized, notes, cancelled=True, resolved=decided
-        )
-    if early_stopping:
-        kept_note = _early_stopping_note(trainer.state, planned_epochs=config.epochs, metrics=metrics)
-        if kept_note:
-            notes.append(kept_note)
-            emit("log", kept_note, data={"best_epoch": metrics.get("best_epoch"), "notify": True})
-
-    # 7. Save: adapter (PEFT format) + tokenizer + model card.
-    adapter_dir = output_dir / ADAPTER_DIR
-    trainer.model.save_pretrained(str(adapter_dir))
-    tokenizer.save_pretrained(str(adapter_dir))
-    _write_card(
-        adapter_dir,
-        base_model=base_model,
-        config=config,
-        metrics=metrics,
-        resolved=decided,
-        notes=notes,
-        data_hash=_examples_hash(kept),
-        dataset_hash=dataset_hash,
-    )
-    return TrainResult(adapter_dir, metrics, quantized, notes, resolved=decided)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Recipe steps
-# ---------------------------------------------------------------------------------------------------
-
-
-def load_tokenizer(base_model: str, *, notes: list[str]) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base_model)
-    except (OSError, ValueError) as exc:
-        raise BackendUnavailable(
-            load_failure("The tokenizer of", base_model, exc), hint="Check the model id or directory."
-        ) from exc
-    if not getattr(tokenizer, "chat_template", None):
-        raise BackendUnavailable(
-            f"The base model {base_model!r} has no chat template, so chat examples cannot be formatted for it.",
-            hint="Use an instruction-tuned (chat) model, or builtin:tiny to try the workflow.",
-        )
-    if pad_with_eos(tokenizer):  # the collator masks padding out of the loss: EOS is safe
-        notes.append("The tokenizer had no pad token; it pads with the EOS token.")
-    tokenizer.padding_side = "right"  # training pads on the right; generation code sets left itself
-    return tokenizer
-
-
-def _render(tokenizer: Any, messages: Messages, **kwargs: Any) -> str:
-    return tokenizer.apply_chat_template(_clean(messages), tokenize=False, **kwargs)
-
-
-def token_length(tokenizer: Any, messages: Messages) -> int:
-    return len(tokenizer(_render(tokenizer, messages), add_special_tokens=False)["input_ids"])
-
-
-def answer_length(tokenizer: Any, messages: Messages) -> int:
-    """Tokens of the last turn (the answer the loss is on), as the template renders it."""
-    if len(messages) < 2:
-        return token_length(tokenizer, messages)
-    prompt = _render(tokenizer, messages[:-1], add_generation_prompt=True)
-    prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    return max(1, token_length(tokenizer, messages) - prompt_tokens)
+    return output, started
 
 
 def _answer_only_trainer(base: type) -> type:
@@ -480,13 +583,13 @@ def _answer_only_trainer(base: type) -> type:
 
 def _prompt_fits(tokenizer: Any, messages: Messages, max_length: int) -> bool:
     """Whether the prompt (everything before the last assistant turn) leaves room for an answer."""
-    prompt = _render(tokenizer, messages[:-1], add_generation_prompt=True)
+    prompt = render(tokenizer, messages[:-1], add_generation_prompt=True)
     return len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) < max_length
 
 
 def _eos_ends_assistant_turn(tokenizer: Any) -> bool:
     probe = "ftbot-probe-answer"
-    text = _render(tokenizer, [{"role": "user", "content": "q"}, {"role": "assistant", "content": probe}])
+    text = render(tokenizer, [{"role": "user", "content": "q"}, {"role": "assistant", "content": probe}])
     tail = text[text.rfind(probe) + len(probe) :]
     return bool(tokenizer.eos_token) and tokenizer.eos_token in tail
 
@@ -505,16 +608,6 @@ def _choose_loss_mode(tokenizer: Any, config: TrainConfig) -> str:
     except (ValueError, NotImplementedError):
         return "prompt_completion"
     return "assistant_only" if patched is not None else "prompt_completion"
-
-
-def _choose_precision(config: TrainConfig, *, cuda: bool, bf16_ok: bool) -> str:
-    if config.precision != "auto":
-        if config.precision in ("bf16", "fp16") and not cuda:
-            return "fp32"  # half precision training on the CPU is slow or unsupported
-        return config.precision
-    if cuda:
-        return "bf16" if bf16_ok else "fp16"
-    return "fp32"
 
 
 def _choose_checkpointing(
@@ -540,36 +633,13 @@ def _choose_checkpointing(
     return need > total / 1e9
 
 
-def _context_length(tokenizer: Any, base_model: str) -> int:
-    from transformers import AutoConfig
-
-    limit = 1 << 30
-    try:
-        text = AutoConfig.from_pretrained(base_model).get_text_config()
-        limit = int(getattr(text, "max_position_embeddings", 0) or limit)
-    except (OSError, ValueError):
-        pass
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and 0 < model_max < 1 << 30:  # tokenizers without a limit say 1e30
-        limit = min(limit, model_max)
-    return limit
-
-
-_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
-
-
-def _clean(messages: Messages) -> Messages:
-    """Keep the keys chat templates understand (``weight`` is OpenAI's, not the template's)."""
-    return [{k: m[k] for k in _MESSAGE_KEYS if k in m and m[k] is not None} for m in messages]
-
-
 def _to_dataset(examples: Sequence[Messages], loss_mode: str) -> Any:
     from datasets import Dataset
 
     if loss_mode == "prompt_completion":
-        rows = [{"prompt": _clean(ex[:-1]), "completion": _clean(ex[-1:])} for ex in examples]
+        rows = [{"prompt": clean_messages(ex[:-1]), "completion": clean_messages(ex[-1:])} for ex in examples]
     else:
-        rows = [{"messages": _clean(ex)} for ex in examples]
+        rows = [{"messages": clean_messages(ex)} for ex in examples]
     return Dataset.from_list(rows)
 
 
@@ -581,194 +651,6 @@ def _find_checkpoint(path: Path) -> Path | None:
     if path.name.startswith("checkpoint-"):  # half written (killed while saving): the one before it
         return latest_checkpoint(path.parent)
     return latest_checkpoint(path)
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint under ``output_dir`` (or ``output_dir/checkpoints``), or None."""
-    for folder in (Path(output_dir) / CHECKPOINTS_DIR, Path(output_dir)):
-        found = [
-            p
-            for p in folder.glob("checkpoint-*")
-            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()
-        ]
-        if found:
-            return max(found, key=lambda p: int(p.name.split("-")[-1]))
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------
-# Progress
-# ---------------------------------------------------------------------------------------------------
-
-
-class _Emitter:
-    """Builds events for one job and sends them to the sink."""
-
-    def __init__(self, job_id: str, sink: ProgressSink) -> None:
-        self.job_id = job_id
-        self.sink = sink
-
-    def __call__(self, kind: str, message: str = "", **fields_: Any) -> None:
-        self.sink.emit(ProgressEvent(job_id=self.job_id, kind=kind, message=message, at=utcnow(), **fields_))
-
-
-#: The measured pace is reported once this share of the steps (at least CALIBRATE_MIN_STEPS) is done.
-CALIBRATE_SHARE = 0.05
-CALIBRATE_MIN_STEPS = 3
-
-
-def _make_progress_callback(
-    emit: _Emitter, should_stop: Callable[[], bool], *, preflight_seconds: float | None = None
-) -> Any:
-    """Build the TrainerCallback (defined here: transformers is imported inside functions only)."""
-    import torch
-    from transformers import TrainerCallback
-
-    class ProgressCallback(TrainerCallback):
-        """Trainer logs -> step / eval / alert events; should_stop() -> stop after this step.
-
-        Alerts: ``loss_nan`` (stops training: it has diverged), ``loss_exploding`` (loss above twice
-        its lowest value so far and above where it started), ``overfitting`` (eval loss rose at two
-        evaluations in a row). Each alert is sent once.
-        """
-
-        def __init__(self) -> None:
-            self.calibrated = False
-            self.cancelled = False
-            self.diverged: str | None = None
-            self._alerted: set[str] = set()
-            self._losses: list[float] = []
-            self._eval_losses: list[float] = []
-            self._t0 = self._last_t = time.monotonic()
-            self._step0 = 0
-            self._last_tokens = 0
-
-        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            self._t0 = self._last_t = time.monotonic()
-            self._step0 = state.global_step  # > 0 when resuming: the ETA counts this run's pace only
-            self._last_tokens = state.num_input_tokens_seen or 0
-
-        def _check_stop(self, control: Any) -> None:
-            if not self.cancelled and should_stop():
-                self.cancelled = True
-                control.should_training_stop = True
-
-        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            self._check_stop(control)
-
-        def on_substep_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            self._check_stop(control)
-
-        def on_epoch_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            if self.cancelled or self.diverged:  # no evaluation or checkpoint for a stopped run
-                control.should_evaluate = False
-                control.should_save = False
-
-        def _alert(self, code: str, message: str, state: Any) -> None:
-            if code not in self._alerted:
-                self._alerted.add(code)
-                emit("alert", message, step=state.global_step, epoch=state.epoch, data={"code": code})
-
-        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
-            if not state.is_world_process_zero or not logs:
-                return
-            if "eval_loss" in logs:
-                self._on_eval(float(logs["eval_loss"]), state)
-            if "loss" in logs:
-                self._on_step(logs, state, control)
-
-        def _on_step(self, logs: Mapping[str, Any], state: Any, control: Any) -> None:
-            now = time.monotonic()
-            loss = float(logs["loss"])
-            step, total = state.global_step, state.max_steps
-            tokens = state.num_input_tokens_seen or 0
-            window = max(now - self._last_t, 1e-9)
-            elapsed = now - self._t0
-            done = step - self._step0
-            metrics: dict[str, float] = {
-                "loss": loss,
-                "learning_rate": float(logs.get("learning_rate", 0.0)),
-                "tokens_per_second": (tokens - self._last_tokens) / window,  # non-padding tokens
-                "tokens_seen": float(tokens),
-                "elapsed_seconds": elapsed,
-            }
-            if done > 0:  # the pace of this run (a resumed run counts from where it resumed)
-                metrics["eta_seconds"] = (total - step) * elapsed / done
-            if done > 0 and not self.calibrated and done >= max(CALIBRATE_MIN_STEPS, CALIBRATE_SHARE * total):
-                self.calibrated = True
-                self._calibrate(elapsed, done, total - step, state)
-            if "grad_norm" in logs and logs["grad_norm"] is not None:
-                metrics["grad_norm"] = float(logs["grad_norm"])
-            if torch.cuda.is_available():
-                metrics["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
-            self._last_t, self._last_tokens = now, tokens
-            emit(
-                "step",
-                f"step {step}/{total} · loss {loss:.4f} · lr {metrics['learning_rate']:.2e}",
-                step=step,
-                total=total,
-                epoch=state.epoch,
-                metrics=metrics,
-            )
-            if not math.isfinite(loss):
-                self.diverged = f"The training loss became {loss} at step {step}: training diverged."
-                self._alert("loss_nan", self.diverged, state)
-                control.should_training_stop = True
-                return
-            if (
-                len(self._losses) >= 3
-                and loss > EXPLODING_FACTOR * min(self._losses)
-                and loss > self._losses[0]
-            ):
-                self._alert(
-                    "loss_exploding",
-                    f"The training loss jumped to {loss:.3f} at step {step} (lowest so far "
-                    f"{min(self._losses):.3f}): the learning rate may be too high.",
-                    state,
-                )
-            self._losses.append(loss)
-
-        def _calibrate(self, elapsed: float, done: int, left: int, state: Any) -> None:
-            """The pre-flight time checked against the first steps' real pace (one ``log`` event)."""
-            pace = elapsed / done
-            total_s = elapsed + left * pace
-            said = f" (the pre-flight estimate was {_duration(preflight_seconds)})" if preflight_seconds else ""
-            emit(
-                "log",
-                f"Measured pace: {pace:.1f} s per step over the first {done} steps, so training should take "
-                f"about {_duration(total_s)} in all{said}.",
-                step=state.global_step,
-                total=state.max_steps,
-                data={
-                    "kind": "calibration",
-                    "notify": True,  # worth a line in the job's thread
-                    "seconds_per_step": pace,
-                    "calibrated_seconds": total_s,
-                    "preflight_seconds": preflight_seconds,
-                },
-            )
-
-        def _on_eval(self, eval_loss: float, state: Any) -> None:
-            self._eval_losses.append(eval_loss)
-            emit(
-                "eval",
-                f"eval loss {eval_loss:.4f} after epoch {state.epoch:g}",
-                step=state.global_step,
-                total=state.max_steps,
-                epoch=state.epoch,
-                metrics={"eval_loss": eval_loss},
-            )
-            last = self._eval_losses[-3:]
-            if len(last) == 3 and last[0] < last[1] < last[2]:
-                self._alert(
-                    "overfitting",
-                    "The eval loss rose at two evaluations in a row ("
-                    + " → ".join(f"{x:.3f}" for x in last)
-                    + "): the model is probably overfitting. Fewer epochs or more varied examples may help.",
-                    state,
-                )
-
-    return ProgressCallback()
 
 
 # ---------------------------------------------------------------------------------------------------

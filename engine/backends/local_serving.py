@@ -1,17 +1,12 @@
-"""Generate answers with a local base model and LoRA adapters: batched evaluation and /ask serving.
+"""The model server of the long-lived ``ftbot serve`` process (and of ``ftbot ask``).
 
-Two entry points:
-
-* :func:`generate_batch` - stateless batched generation for evaluation (the worker's baselines and
-  the fine-tuned model). Chat template with the generation prompt, LEFT padding, one ``generate``
-  call per batch, greedy unless ``temperature > 0``, stops at EOS, answers without template tokens.
-* :class:`ModelServer` - the model server of the long-lived ``ftbot serve`` process. It loads a base
-  once (4-bit NF4 where bitsandbytes can), attaches fine-tunes of that base as named adapters of one
-  ``PeftModel`` (``load_adapter``/``set_adapter``, ``disable_adapter`` for the base itself), keeps a
-  bounded least-recently-used cache of bases and adapters (by count and optionally by bytes), and
-  answers on ONE dedicated generation thread: callers get a :class:`concurrent.futures.Future`, so
-  a Slack listener thread never generates. Requests for the same base + adapter that arrive within a
-  short collection window are answered by one batched ``generate``.
+:class:`ModelServer` loads a base once (4-bit NF4 where bitsandbytes can, ``local_model``),
+attaches fine-tunes of that base as named adapters of one ``PeftModel``
+(``load_adapter``/``set_adapter``, ``disable_adapter`` for the base itself), keeps a bounded
+least-recently-used cache of bases and adapters (by count and optionally by bytes), and answers on
+ONE dedicated generation thread: callers get a :class:`concurrent.futures.Future`, so a Slack
+listener thread never generates. Requests for the same base + adapter that arrive within a short
+collection window are answered by one batched ``generate`` (``local_generation``).
 
 Correctness reference: the seed's way (load the base, ``PeftModel.from_pretrained``, greedy
 ``generate``) must give the same answer as the server for the same prompt (tests check it).
@@ -19,489 +14,43 @@ Correctness reference: the seed's way (load the base, ``PeftModel.from_pretraine
 Safety: every request has a max-token limit and a wall-clock limit (a per-row stopping criterion
 with a deadline read from an injectable clock). An answer cut by either carries a ``note``.
 
-torch/transformers/peft/bitsandbytes are imported inside functions (see DESIGN.md's import rules),
-so importing this module is cheap.
+torch/peft are imported inside functions (see ARCHITECTURE.md's import rules), so importing this
+module is cheap.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import gc
+import json
 import logging
 import queue
 import threading
 import time
 import warnings
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from engine.backends.local_builtin import is_builtin, resolve_base_model
-from engine.backends.local_loading import four_bit_available, load_failure, model_load_kwargs, pad_with_eos
-from engine.errors import (
-    BackendUnavailable,
-    FtbotError,
-    GenerationError,
-    ModelNotFound,
-    ResourceExhausted,
-    UsageError,
+from engine.backends.local_generation import (
+    Answer,
+    Generation,
+    conversation_for,
+    cut_note,
+    generate_one_batch,
+    stop_token_ids,
 )
+from engine.backends.local_model import Message, context_length, first_line, load_base, render_prompt
+from engine.errors import BackendUnavailable, FtbotError, GenerationError, ModelNotFound, UsageError
 
 log = logging.getLogger(__name__)
 
-# "content_filter" and "interrupted" (the stream broke off) only come from OpenAI (engine/openai_pipeline.py answers with the same Answer).
-FinishReason = Literal["stop", "length", "time", "context", "content_filter", "interrupted"]
-Message = Mapping[str, Any]
-
-# End-of-turn markers of common chat templates. Generation stops at any that the vocabulary has,
-# besides the tokenizer's and the generation config's EOS: instruct models often end a turn with
-# one of these rather than with EOS.
-_END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
-# A context length above this is a tokenizer "no limit" placeholder, not a real one.
-_NO_LIMIT = 1_000_000
-
-
-# --------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One generated answer. ``tokens`` counts the answer's tokens (without the stop token)."""
-
-    text: str
-    tokens: int
-    finish_reason: FinishReason
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What the server returns for one request.
-
-    ``model`` is the caller's label for the model (a registry id, or ``base:<name>``);
-    ``adapter`` is the adapter directory or None for the base model itself. ``finish_reason`` is
-    ``stop`` (EOS), ``length`` (max new tokens), ``time`` (wall-clock limit) or ``context`` (the
-    model's context length), or for OpenAI models ``content_filter``; any but ``stop`` comes with a
-    human-readable ``note`` (:func:`cut_note`).
-    ``seconds`` is the wall time of the batched generation that produced it, ``batch_size`` how
-    many requests shared that generation.
-    """
-
-    text: str
-    model: str
-    base_model: str
-    adapter: str | None
-    tokens: int
-    finish_reason: FinishReason
-    seconds: float
-    batch_size: int = 1
-    note: str | None = None
-
-    @property
-    def truncated(self) -> bool:
-        return self.finish_reason != "stop"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "truncated": self.truncated}
-
-
-# --------------------------------------------------------------------------------------------
-# Loading
-
-
-def _short(exc: BaseException, limit: int = 240) -> str:
-    """First line of an exception's text, bounded: enough to act on, never a traceback."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def load_tokenizer(base_model: str) -> Any:
-    """The tokenizer of ``base_model`` prepared for batched generation: left padding, and a pad
-    token (EOS when the model has none; the attention mask keeps that correct).
-
-    Raises:
-        BackendUnavailable: the tokenizer cannot be loaded.
-    """
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    # "Loading weights" bars on every load are noise in a server's log and in `ftbot ask`.
-    hf_logging.disable_progress_bar()
-    if base_model.startswith(("/", "./", "../", "~")) and not Path(base_model).expanduser().is_dir():
-        raise BackendUnavailable(
-            f"Base model '{base_model}' could not be loaded: there is no such directory.",
-            hint="Check the path, or use a Hugging Face id or builtin:tiny.",
-        )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base_model)
-    except Exception as exc:
-        raise BackendUnavailable(
-            load_failure("The tokenizer of base model", base_model, exc),
-            hint="Check the base model name (a local directory or a Hugging Face id this host can download).",
-        ) from exc
-    tokenizer.padding_side = "left"
-    pad_with_eos(tokenizer)
-    return tokenizer
-
-
-def load_base(base_model: str, *, quantize: bool | None = None) -> tuple[Any, Any]:
-    """Load ``base_model`` (a local directory or a Hugging Face id; resolve ``builtin:tiny`` first
-    with ``local_tiny.resolve_base_model``) for inference, and its tokenizer.
-
-    ``quantize``: True = 4-bit NF4 with double quantization (raises when bitsandbytes cannot),
-    False = full precision, None = 4-bit on a GPU when :func:`four_bit_available` (on a CPU,
-    bitsandbytes' 4-bit matmuls generate about half as fast as fp32, and the CPU recipe trains
-    adapters on full-precision weights, so a CPU serves in fp32); the same loading as
-    training (compute dtype bf16, else fp16, on CUDA; fp32 on the CPU).
-    Returns ``(model, tokenizer)``; the model is in eval mode; the tokenizer pads on the left.
-
-    Raises:
-        BackendUnavailable: the model or tokenizer cannot be loaded, or 4-bit was required and is
-            not available here.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    tokenizer = load_tokenizer(base_model)
-    if quantize is None:
-        quantize = torch.cuda.is_available() and four_bit_available()
-    elif quantize and not four_bit_available():
-        raise BackendUnavailable(
-            "4-bit loading was requested but bitsandbytes cannot quantize on this machine.",
-            hint="Install bitsandbytes >= 0.50 (CPU) or use a CUDA GPU, or load in full precision.",
-        )
-    cuda = torch.cuda.is_available()
-    # The precision training uses (local_qlora): bf16 on GPUs that have it, else fp16; fp32 on the CPU.
-    compute_dtype = (
-        (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
-    )
-    kwargs = model_load_kwargs(compute_dtype, cuda=cuda, quantize=quantize)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
-    except Exception as exc:
-        raise BackendUnavailable(
-            load_failure("Base model", base_model, exc),
-            hint="Check the base model name (a local directory or a Hugging Face id this host can "
-            "download) and that it fits in memory.",
-        ) from exc
-    model.eval()
-    return model, tokenizer
-
-
-def context_length(model: Any, tokenizer: Any) -> int:
-    """The most tokens (prompt + answer) the model accepts."""
-    config = getattr(model, "config", None)
-    for cfg in (config, getattr(config, "text_config", None)):
-        value = getattr(cfg, "max_position_embeddings", None) if cfg is not None else None
-        if isinstance(value, int) and value > 0:
-            return value
-    value = getattr(tokenizer, "model_max_length", None)
-    if isinstance(value, int) and 0 < value < _NO_LIMIT:
-        return value
-    return 2048
-
-
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Token ids that end an answer: the tokenizer's EOS, the generation config's EOS (one or a
-    list), and known end-of-turn markers that the vocabulary has."""
-    ids: list[int] = []
-
-    def add(value: Any) -> None:
-        for v in value if isinstance(value, list | tuple) else [value]:
-            if isinstance(v, int) and v >= 0 and v not in ids:
-                ids.append(v)
-
-    add(tokenizer.eos_token_id)
-    generation_config = getattr(model, "generation_config", None)
-    if generation_config is not None:
-        add(generation_config.eos_token_id)
-    vocab = tokenizer.get_vocab()
-    for token in _END_OF_TURN_TOKENS:
-        if token in vocab:
-            add(vocab[token])
-    return ids
-
-
-# --------------------------------------------------------------------------------------------
-# Prompt formatting and generation
-
-
-def conversation_for(
-    prompt: str | Sequence[Message], system_prompt: str | None = None
-) -> list[dict[str, Any]]:
-    """The chat messages for a request: a plain prompt becomes one user turn, after the system
-    prompt the model was trained with (if any). A message list is used as given, with the system
-    prompt put first when it has none."""
-    if isinstance(prompt, str):
-        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
-    else:
-        messages = [dict(m) for m in prompt]
-    if system_prompt and not (messages and messages[0].get("role") == "system"):
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return messages
-
-
-def render_prompt(tokenizer: Any, conversation: Sequence[Message], chat_template: str | None = None) -> str:
-    """The chat-template text of ``conversation`` ending with the assistant generation prompt.
-
-    A template that refuses a system turn (some do) gets the system text folded into the first
-    user turn instead.
-
-    Raises:
-        GenerationError: the tokenizer has no chat template, or the template rejects the messages.
-    """
-    kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
-    if chat_template:
-        kwargs["chat_template"] = chat_template
-    elif not getattr(tokenizer, "chat_template", None):
-        raise GenerationError(
-            "This base model's tokenizer has no chat template, so prompts cannot be formatted.",
-            hint="Use an instruct/chat model (its tokenizer carries a chat template).",
-        )
-    messages = [dict(m) for m in conversation]
-    try:
-        return tokenizer.apply_chat_template(messages, **kwargs)
-    except Exception as first:
-        if messages and messages[0].get("role") == "system" and len(messages) > 1:
-            system = messages.pop(0)
-            messages[0]["content"] = f"{system.get('content', '')}\n\n{messages[0].get('content', '')}"
-            try:
-                return tokenizer.apply_chat_template(messages, **kwargs)
-            except Exception:
-                pass
-        raise GenerationError(f"The chat template rejected the conversation: {_short(first)}") from first
-
-
-@functools.cache
-def _row_limits_class() -> type:
-    """A transformers StoppingCriteria (built lazily: transformers is imported inside functions)."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class RowLimits(StoppingCriteria):
-        """Per-row max new tokens and wall-clock deadline for one batched ``generate``.
-
-        ``done_at[i]`` records the generated-token count at which row i was cut and why; rows
-        that already emitted a stop token are left alone (generate finishes those itself).
-        """
-
-        def __init__(
-            self,
-            prompt_length: int,
-            max_new: Sequence[int],
-            deadlines: Sequence[float | None],
-            clock: Callable[[], float],
-            stop_ids: Sequence[int],
-        ) -> None:
-            self.prompt_length = prompt_length
-            self.max_new = list(max_new)
-            self.deadlines = list(deadlines)
-            self.clock = clock
-            self.stop_ids = list(stop_ids)
-            self.done_at: dict[int, tuple[int, str]] = {}
-
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            generated = input_ids.shape[1] - self.prompt_length
-            now = self.clock() if any(d is not None for d in self.deadlines) else None
-            stops = torch.isin(
-                input_ids[:, self.prompt_length :], torch.tensor(self.stop_ids, device=input_ids.device)
-            )
-            stopped = stops.any(dim=1).tolist()
-            result = []
-            for row in range(input_ids.shape[0]):
-                if row in self.done_at:
-                    result.append(True)
-                    continue
-                if stopped[row]:
-                    result.append(True)
-                    continue
-                if generated >= self.max_new[row]:
-                    self.done_at[row] = (generated, "length")
-                elif now is not None and self.deadlines[row] is not None and now >= self.deadlines[row]:
-                    self.done_at[row] = (generated, "time")
-                result.append(row in self.done_at)
-            return torch.tensor(result, dtype=torch.bool, device=input_ids.device)
-
-    return RowLimits
-
-
-def _generation_kwargs(
-    model: Any, tokenizer: Any, stop_ids: list[int], temperature: float, max_new: int
-) -> Any:
-    generation_config = copy.deepcopy(model.generation_config)
-    generation_config.max_new_tokens = max_new
-    generation_config.max_length = None
-    generation_config.eos_token_id = stop_ids
-    generation_config.pad_token_id = tokenizer.pad_token_id
-    if temperature > 0:
-        generation_config.do_sample = True
-        generation_config.temperature = temperature
-    else:
-        # Greedy: clear the sampling knobs an instruct model's config ships with (they would warn).
-        generation_config.do_sample = False
-        generation_config.temperature = None
-        generation_config.top_p = None
-        generation_config.top_k = None
-    return generation_config
-
-
-def _generate_one_batch(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    *,
-    max_new: Sequence[int],
-    temperature: float,
-    deadlines: Sequence[float | None],
-    clock: Callable[[], float],
-    context: int,
-    stop_ids: list[int] | None = None,
-) -> list[Generation | FtbotError]:
-    """One left-padded ``generate`` call for rendered prompts. A prompt that does not fit the
-    context gets a ResourceExhausted in its slot; the others are still answered."""
-    import torch
-
-    if stop_ids is None:
-        stop_ids = stop_token_ids(model, tokenizer)
-    pad_with_eos(tokenizer)  # a tokenizer not from load_tokenizer (the mask hides the padding)
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    results: list[Generation | FtbotError | None] = [None] * len(prompts)
-    rows: list[int] = []
-    for i, ids in enumerate(encoded):
-        if len(ids) >= context:
-            results[i] = ResourceExhausted(
-                f"The prompt is {len(ids)} tokens long; this model reads at most {context} tokens "
-                "(prompt and answer together).",
-                hint="Shorten the prompt.",
-            )
-        else:
-            rows.append(i)
-    if not rows:
-        return results  # type: ignore[return-value]
-
-    longest = max(len(encoded[i]) for i in rows)
-    row_max = [max(1, min(max_new[i], context - longest)) for i in rows]
-    context_cut = [max_new[i] > context - longest for i in rows]
-    batch = tokenizer.pad(
-        {"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt", padding_side="left"
-    )
-    device = getattr(model, "device", None) or torch.device("cpu")
-    input_ids = batch["input_ids"].to(device)
-    attention_mask = batch["attention_mask"].to(device)
-    limits = _row_limits_class()(input_ids.shape[1], row_max, [deadlines[i] for i in rows], clock, stop_ids)
-    generation_config = _generation_kwargs(model, tokenizer, stop_ids, temperature, max(row_max))
-    with torch.inference_mode():
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            generation_config=generation_config,
-            stopping_criteria=[limits],
-        )
-    new_tokens = output[:, input_ids.shape[1] :].tolist()
-    stop_set = set(stop_ids)
-    for slot, i in enumerate(rows):
-        tokens = new_tokens[slot]
-        cut = limits.done_at.get(slot)
-        end = cut[0] if cut else len(tokens)
-        stop_at = next((k for k, t in enumerate(tokens[:end]) if t in stop_set), None)
-        if stop_at is not None:
-            answer, reason = tokens[:stop_at], "stop"
-        else:
-            answer = tokens[:end]
-            reason = cut[1] if cut else "length"
-            if reason == "length" and context_cut[slot] and len(answer) >= row_max[slot]:
-                reason = "context"
-        text = tokenizer.decode(answer, skip_special_tokens=True).strip()
-        results[i] = Generation(text=text, tokens=len(answer), finish_reason=reason)  # type: ignore[arg-type]
-    return results  # type: ignore[return-value]
-
-
-def generate_detailed(
-    model: Any,
-    tokenizer: Any,
-    conversations: Sequence[Sequence[Message]],
-    *,
-    max_new_tokens: int,
-    batch_size: int = 16,
-    temperature: float = 0.0,
-    deadline: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    chat_template: str | None = None,
-) -> list[Generation]:
-    """Like :func:`generate_batch`, returning :class:`Generation` (text, token count, finish
-    reason) per conversation. ``deadline`` (a ``clock()`` value) cuts every row still running."""
-    if max_new_tokens < 1:
-        raise UsageError("max_new_tokens must be at least 1.")
-    if batch_size < 1:
-        raise UsageError("batch_size must be at least 1.")
-    prompts = [render_prompt(tokenizer, c, chat_template) for c in conversations]
-    # Similar lengths share a batch: less padding, less wasted compute. Order is restored below.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    context = context_length(model, tokenizer)
-    stop_ids = stop_token_ids(model, tokenizer)
-    out: list[Generation | None] = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        results = _generate_one_batch(
-            model,
-            tokenizer,
-            [prompts[i] for i in chunk],
-            max_new=[max_new_tokens] * len(chunk),
-            temperature=temperature,
-            deadlines=[deadline] * len(chunk),
-            clock=clock,
-            context=context,
-            stop_ids=stop_ids,
-        )
-        for i, result in zip(chunk, results, strict=True):
-            if isinstance(result, FtbotError):
-                raise ResourceExhausted(f"Conversation {i + 1}: {result.message}", hint=result.hint)
-            out[i] = result
-    return out  # type: ignore[return-value]
-
-
-def generate_batch(
-    model: Any,
-    tokenizer: Any,
-    conversations: Sequence[Sequence[Message]],
-    *,
-    max_new_tokens: int,
-    batch_size: int = 16,
-    temperature: float = 0.0,
-    deadline: float | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> list[str]:
-    """Answer each conversation (a list of chat messages ending with the user's turn).
-
-    Formats with the tokenizer's chat template plus the assistant generation prompt, pads on the
-    LEFT, runs one ``generate`` per ``batch_size`` conversations (similar lengths together), is
-    greedy unless ``temperature > 0``, stops at EOS / end-of-turn, and returns the answers in
-    input order without template tokens. ``model`` may be a base or a ``PeftModel`` (its active
-    adapter answers).
-
-    Raises:
-        ResourceExhausted: a conversation does not fit the model's context (the message says which).
-        GenerationError: the tokenizer has no chat template or rejects a conversation.
-    """
-    results = generate_detailed(
-        model,
-        tokenizer,
-        conversations,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        temperature=temperature,
-        deadline=deadline,
-        clock=clock,
-    )
-    return [r.text for r in results]
-
-
-# --------------------------------------------------------------------------------------------
-# The model server
+__all__ = ["ModelServer"]
 
 
 @dataclass
@@ -567,8 +116,6 @@ def _adapter_chat_template(path: str) -> str | None:
         return jinja.read_text()
     config = Path(path) / "tokenizer_config.json"
     if config.is_file():
-        import json
-
         try:
             template = json.loads(config.read_text()).get("chat_template")
         except (OSError, ValueError):
@@ -579,34 +126,6 @@ def _adapter_chat_template(path: str) -> str | None:
 
 def _cut_note(answer: Generation, *, max_new_tokens: int, timeout: float, context: int) -> str | None:
     return cut_note(answer.finish_reason, max_new_tokens=max_new_tokens, timeout=timeout, context=context)
-
-
-def cut_note(
-    finish_reason: str,
-    *,
-    max_new_tokens: int,
-    timeout: float | None = None,
-    context: int | None = None,
-) -> str | None:
-    """The note an :class:`Answer` cut short carries (None for ``stop``): the one wording for
-    local and OpenAI answers. ``content_filter`` is OpenAI's filter withholding part of it."""
-    if finish_reason == "length":
-        return f"Answer cut at the {max_new_tokens}-token limit."
-    if finish_reason == "time":
-        return (
-            f"Answer cut at the {timeout:g}-second time limit."
-            if timeout
-            else "Answer cut at the time limit."
-        )
-    if finish_reason == "context":
-        return (
-            f"Answer cut at the model's context length ({context} tokens)."
-            if context
-            else "Answer cut at the model's context length."
-        )
-    if finish_reason == "content_filter":
-        return "OpenAI's content filter cut or withheld the answer."
-    return None
 
 
 class ModelServer:
@@ -807,8 +326,6 @@ class ModelServer:
 
     @staticmethod
     def _wait(future: Future[Answer], wait_seconds: float | None) -> Answer:
-        from concurrent.futures import TimeoutError as FutureTimeout
-
         try:
             return future.result(timeout=wait_seconds)
         except FutureTimeout as exc:
@@ -836,7 +353,7 @@ class ModelServer:
                         self._serve(requests[start : start + self.max_batch_size])
             except Exception as exc:  # a bug: fail this batch's requests, keep the thread alive
                 log.exception("model server: a batch failed")
-                error = GenerationError(f"The model could not answer: {_short(exc)}")
+                error = GenerationError(f"The model could not answer: {first_line(exc)}")
                 for request in batch:
                     if not request.future.done():
                         request.future.set_exception(error)
@@ -885,7 +402,7 @@ class ModelServer:
             return
         except Exception as exc:  # a bug or a library failure: say so, keep serving
             log.exception("model server: preparing a batch failed")
-            error = GenerationError(f"The model could not answer: {_short(exc)}")
+            error = GenerationError(f"The model could not answer: {first_line(exc)}")
             for r in requests:
                 r.future.set_exception(error)
             return
@@ -898,7 +415,7 @@ class ModelServer:
                 results = self._generate(base, model, prompts, requests, started)
         except Exception as exc:
             log.exception("model server: generation failed")
-            error = GenerationError(f"The model could not answer: {_short(exc)}")
+            error = GenerationError(f"The model could not answer: {first_line(exc)}")
             for r in requests:
                 r.future.set_exception(error)
             return
@@ -931,7 +448,7 @@ class ModelServer:
     def _generate(
         self, base: _Base, model: Any, prompts: list[str], requests: list[_Request], started: float
     ) -> list[Generation | FtbotError]:
-        return _generate_one_batch(
+        return generate_one_batch(
             model,
             base.tokenizer,
             prompts,
@@ -1015,7 +532,7 @@ class ModelServer:
             self._evict_base(base.key)
             raise GenerationError(
                 f"The fine-tuned model at {adapter_key} could not be attached to base model "
-                f"'{base.key}': {_short(exc)}",
+                f"'{base.key}': {first_line(exc)}",
                 hint="Was it trained on this base model? Check `models`.",
             ) from exc
         base.model.eval()

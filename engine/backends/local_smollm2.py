@@ -84,9 +84,11 @@ def smollm2_dir(builtin_dir: Path) -> Path:
 
 
 def is_built(target: Path) -> bool:
-    return (target / "config.json").exists() and (target / "model.safetensors").exists() and (
-        target / "tokenizer.json"
-    ).exists()
+    return (
+        (target / "config.json").exists()
+        and (target / "model.safetensors").exists()
+        and (target / "tokenizer.json").exists()
+    )
 
 
 def ensure_builtin_smollm2(
@@ -259,7 +261,9 @@ def _convert(gguf: Path, out_dir: Path, progress: Progress) -> None:
     hf_logging.disable_progress_bar()  # our own sentences are the progress display
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
     except Exception as exc:  # transformers raises many kinds for a bad file
         raise BackendUnavailable(
             f"Could not read builtin:smollm2's model file {gguf.name}: {type(exc).__name__}: {exc}",
@@ -280,7 +284,10 @@ def _convert(gguf: Path, out_dir: Path, progress: Progress) -> None:
     progress("Saving builtin:smollm2...")
     model.save_pretrained(str(out_dir))
     tokenizer.chat_template = CHAT_TEMPLATE
-    if not isinstance(getattr(tokenizer, "model_max_length", None), int) or tokenizer.model_max_length > 1 << 30:
+    if (
+        not isinstance(getattr(tokenizer, "model_max_length", None), int)
+        or tokenizer.model_max_length > 1 << 30
+    ):
         tokenizer.model_max_length = int(config.max_position_embeddings)
     tokenizer.save_pretrained(str(out_dir))
     (out_dir / "FTBOT_BUILTIN.md").write_text(

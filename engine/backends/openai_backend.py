@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import dataset
 from engine.backends import TrainedModel, openai_costs, openai_dates, openai_models
+from engine.backends.local_generation import Answer, cut_note
 from engine.config import TrainConfig
 from engine.errors import BackendUnavailable, FtbotError, JobNotFound, RemoteError, UsageError
 from engine.failures import fail_job
@@ -588,9 +589,6 @@ class OpenAIBackend:
             GenerationError: a model sent nothing within the time limit.
             RemoteError: OpenAI refused or failed before any text came (after retries that fit
                 in the time limit)."""
-        # lazy: the local-model layer and `openai` load only when an OpenAI model answers
-        from engine.backends.local_serving import Answer, cut_note
-
         if record.kind != BACKEND:
             raise BackendUnavailable(f"Model {record.id} is not an OpenAI model.")
         openai_dates.check_not_retired(

@@ -1,6 +1,6 @@
 """The job model and its state machine. Pure: no I/O, stdlib only.
 
-States (DESIGN.md)::
+States (ARCHITECTURE.md)::
 
     queued -> validating -> baseline -> training -> evaluating -> succeeded
     failed / cancelled from any non-final state

@@ -853,7 +853,7 @@ def _base_model_answer_type(answer_type: type) -> type:
 
 
 def describe_base_model(name: str) -> str:
-    """A base model's name for messages; builtin:tiny always says what it is (DESIGN.md)."""
+    """A base model's name for messages; builtin:tiny always says what it is (ARCHITECTURE.md)."""
     if name == BUILTIN_TINY:
         return f"{name} (a tiny demo model with random weights, for trying the workflow; its answers mean nothing)"
     if name == BUILTIN_SMOLLM2:
@@ -862,7 +862,7 @@ def describe_base_model(name: str) -> str:
 
 
 def job_summary(job: Job) -> dict[str, Any]:
-    """The ``ftbot run --json`` object (DESIGN.md contract) for a job, plus ``error`` and a few
+    """The ``ftbot run --json`` object (ARCHITECTURE.md contract) for a job, plus ``error`` and a few
     extras (``promoted``, ``report``) that consumers may ignore."""
     result = dict(job.result or {})
     baseline = result.get("baseline") or {}

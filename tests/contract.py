@@ -1,4 +1,4 @@
-"""DESIGN.md's JSON contract for ``ftbot run --json`` (and ``job_summary``), written out here
+"""ARCHITECTURE.md's JSON contract for ``ftbot run --json`` (and ``job_summary``), written out here
 rather than imported from the engine, so that tests hold the engine to the design."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DESIGN.md's import rules, read from the source with ``ast``."""
+"""ARCHITECTURE.md's import rules, read from the source with ``ast``."""
 
 from __future__ import annotations
 

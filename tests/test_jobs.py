@@ -1,5 +1,5 @@
 """The job state machine (engine/jobs.py), exhaustively: every (from, to) pair is either allowed
-by DESIGN.md's diagram or refused with InvalidTransition."""
+by ARCHITECTURE.md's diagram or refused with InvalidTransition."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ S = JobState
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
 
-# Written out by hand from DESIGN.md, independent of how jobs.py builds its table.
+# Written out by hand from ARCHITECTURE.md, independent of how jobs.py builds its table.
 PIPELINE = [S.QUEUED, S.VALIDATING, S.BASELINE, S.TRAINING, S.EVALUATING, S.SUCCEEDED]
 ALLOWED = {
     (S.QUEUED, S.VALIDATING),

@@ -11,7 +11,7 @@ from engine.settings import BUILTIN_SMOLLM2, Settings
 def test_defaults_need_no_environment() -> None:
     s = Settings.from_env({})
     assert s.home == Path(".ftbot")
-    assert s.base_model == BUILTIN_SMOLLM2 == "builtin:smollm2"  # the real model, offline (DESIGN.md)
+    assert s.base_model == BUILTIN_SMOLLM2 == "builtin:smollm2"  # the real model, offline (ARCHITECTURE.md)
     assert s.openai_poll_seconds == 30.0
     assert s.db_path == Path(".ftbot/ftbot.db")
 

@@ -9,7 +9,7 @@
 2. **Loss mask.** Loss on assistant tokens only (``loss=assistant``, the default): TRL's
    ``assistant_only_loss`` when the template has ``{% generation %}`` markers or TRL can patch it
    in; otherwise the examples become prompt/completion pairs (the last assistant turn is the
-   completion), which TRL masks by itself (DESIGN.md, "Library facts").
+   completion), which TRL masks by itself (ARCHITECTURE.md, "Library facts").
 3. **The recipe** (:func:`engine.recipe.plan_training`, through ``make_plan``): the learning rate,
    epochs and batch the user did not set, chosen for the model's size, the amount of data and the
    device; 4-bit or not; the answer-only loss on a CPU; and a validation split held back from the

@@ -10,7 +10,7 @@ accumulator per whole-file check), :mod:`~engine.dataset.check_example` (one lin
 :mod:`~engine.dataset.rules` (limits and names), :mod:`~engine.dataset.examples` (usable examples,
 split, leakage).
 
-The format (DESIGN.md): one JSON object per line, ``{"messages": [{"role": ..., "content": ...},
+The format (ARCHITECTURE.md): one JSON object per line, ``{"messages": [{"role": ..., "content": ...},
 ...]}`` with roles ``system``, ``user``, ``assistant``, ``tool``; optional ``tools``,
 ``tool_calls``, ``tool_call_id``, ``name`` and ``weight`` (0 or 1). A UTF-8 BOM, CRLF line ends,
 blank lines and a missing final newline are accepted.

@@ -67,7 +67,7 @@ class ValidationReport:
         return int(self.stats.get("examples", 0))
 
     def to_dict(self) -> dict[str, Any]:
-        """DESIGN.md's ``ftbot validate --json`` object: ``{"ok", "errors": [{"line", "code",
+        """ARCHITECTURE.md's ``ftbot validate --json`` object: ``{"ok", "errors": [{"line", "code",
         "message"}], "warnings": [{"code", "message", "lines"}], "stats": {"examples", ...}}``.
 
         The same error on many lines (same code, same text but for the line number) is one entry:

@@ -1,4 +1,4 @@
-"""The limits and names of the dataset format (DESIGN.md): one place for every threshold."""
+"""The limits and names of the dataset format (ARCHITECTURE.md): one place for every threshold."""
 
 from __future__ import annotations
 

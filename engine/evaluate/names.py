@@ -5,7 +5,7 @@ from __future__ import annotations
 TASKS = ("numeric", "json", "label", "text")
 VERDICTS = ("improved", "no_significant_difference", "worse")
 
-#: The primary metric of each task (DESIGN.md contract) and its direction.
+#: The primary metric of each task (ARCHITECTURE.md contract) and its direction.
 PRIMARY_METRIC: dict[str, str] = {
     "numeric": "mae",
     "json": "field_accuracy",

@@ -207,7 +207,7 @@ def run(ctx: JobContext, step: Step, *, who: str = "worker") -> int:
     The error-to-failure path: a :class:`~engine.errors.FtbotError` fails the job with its message
     and hint; a failure to write because FTBOT_HOME's disk is full (ENOSPC, or EFBIG past the file
     size limit: :func:`~engine.diagnosis.storage_problem`) with that message, after the job's
-    partial files went; an out-of-memory error with :data:`~engine.scheduler.OOM_HINT`; anything
+    partial files went; an out-of-memory error with :data:`~engine.diagnosis.OOM_HINT`; anything
     else as an internal error of ``who`` (details in the job's ``worker.log``). When even the
     failure cannot be written the exit code is :data:`~engine.diagnosis.EXIT_STORAGE_FULL` and
     the parent says it. A job that was stopped (cancelled) ends quietly without partial files."""

@@ -36,7 +36,7 @@ memory before any of that, and says whether the job fits the GPU (or, on the CPU
 
 Sits on ``local_model`` (tokenizer, model, precision, template, context length), ``local_preflight``
 (the plan, the model's shape) and ``local_progress``; the checkpoint search is
-``engine.scheduler.latest_checkpoint`` (the one the worker resumes from).
+``engine.paths.latest_checkpoint`` (the one the worker resumes from).
 
 Layout of ``output_dir``: ``checkpoints/checkpoint-<step>/`` (one per epoch, the last two kept),
 ``adapter/`` (the result).

@@ -38,6 +38,7 @@ from typing import Any
 
 from engine.backends.local_builtin import is_builtin, resolve_base_model
 from engine.errors import BackendUnavailable, FtbotError, GenerationError, ResourceExhausted, UsageError
+from engine.messages import message_text
 from engine.settings import BUILTIN_TINY
 
 log = logging.getLogger(__name__)
@@ -433,16 +434,6 @@ def prompt_token_counter(tokenizer: Any) -> Callable[[list[dict[str, Any]]], int
     return count
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
-
-
 class ChatTokenCounter:
     """A :data:`engine.dataset.TokenCounter`: one example's messages -> its token count as the
     model sees it in training (chat template applied; without a template, the roles and contents
@@ -470,7 +461,7 @@ class ChatTokenCounter:
             text = self.tokenizer.apply_chat_template(messages, tokenize=False)
         else:
             # No chat template (a base, non-chat model): the roles and contents, one per line.
-            text = "\n".join(f"{m.get('role', '')}: {_text(m.get('content'))}" for m in messages)
+            text = "\n".join(f"{m.get('role', '')}: {message_text(m.get('content'))}" for m in messages)
         return self._encode(text)
 
     def count_text(self, text: str) -> int:

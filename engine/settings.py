@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from engine.errors import UsageError
 
@@ -53,6 +54,15 @@ class Settings:
     # Generation limits for /ask.
     ask_timeout_seconds: float = 60.0
     ask_max_new_tokens: int = 256
+    # /ask through a vLLM server (FTBOT_VLLM_URL, e.g. http://vllm:8000; None: the in-process
+    # model server). Local fine-tunes are loaded into it as LoRA adapters at run time; the vLLM host
+    # sees FTBOT_HOME's models directory at ``vllm_adapter_dir`` (None: at the same path).
+    vllm_url: str | None = None
+    vllm_adapter_dir: str | None = None
+    # How many adapters the bot keeps loaded in vLLM; the least recently used is unloaded beyond it.
+    vllm_max_adapters: int = 8
+    # The base model's name on the vLLM server (None: the first base model GET /v1/models lists).
+    vllm_base_name: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -166,6 +176,17 @@ class Settings:
         # Order kept, repeats dropped: the list is shown to users who choose a model.
         base_models = tuple(dict.fromkeys(entries("FTBOT_BASE_MODELS")))
 
+        vllm_url = _vllm_url(env.get("FTBOT_VLLM_URL", ""), problems)
+        vllm_adapter_dir = env.get("FTBOT_VLLM_ADAPTER_DIR", "").strip() or None
+        if vllm_adapter_dir is not None and not vllm_adapter_dir.startswith("/"):
+            problems.append(
+                f"FTBOT_VLLM_ADAPTER_DIR={vllm_adapter_dir!r} must be an absolute path (where the vLLM "
+                "host sees FTBOT_HOME/models)"
+            )
+            vllm_adapter_dir = None
+        elif vllm_adapter_dir is not None:
+            vllm_adapter_dir = vllm_adapter_dir.rstrip("/") or "/"
+
         settings = cls(
             home=Path(env.get("FTBOT_HOME", "").strip() or ".ftbot").expanduser(),
             base_model=env.get("FTBOT_BASE_MODEL", "").strip() or BUILTIN_SMOLLM2,
@@ -183,7 +204,29 @@ class Settings:
             serve_max_memory_mb=optional_positive("FTBOT_SERVE_MAX_MEMORY_MB"),
             ask_timeout_seconds=number("FTBOT_ASK_TIMEOUT_SECONDS", 60.0, minimum=1),
             ask_max_new_tokens=int(number("FTBOT_ASK_MAX_NEW_TOKENS", 256, minimum=1)),
+            vllm_url=vllm_url,
+            vllm_adapter_dir=vllm_adapter_dir,
+            vllm_max_adapters=whole("FTBOT_VLLM_MAX_ADAPTERS", 8, minimum=1),
+            vllm_base_name=env.get("FTBOT_VLLM_BASE_NAME", "").strip() or None,
         )
         if problems:
             raise UsageError("Bad environment settings: " + "; ".join(problems) + ".")
         return settings
+
+
+def _vllm_url(raw: str, problems: list[str]) -> str | None:
+    """FTBOT_VLLM_URL without a trailing ``/`` or ``/v1`` (both accepted); None when unset."""
+    url = raw.strip().rstrip("/")
+    if not url:
+        return None
+    url = url.removesuffix("/v1").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        problems.append(f"FTBOT_VLLM_URL={raw.strip()!r} is not an http(s) URL such as http://vllm-host:8000")
+        return None
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        problems.append(f"FTBOT_VLLM_URL={raw.strip()!r} has a port that is not a number")
+        return None
+    return url

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from engine.errors import UsageError
@@ -176,17 +177,6 @@ class Settings:
         # Order kept, repeats dropped: the list is shown to users who choose a model.
         base_models = tuple(dict.fromkeys(entries("FTBOT_BASE_MODELS")))
 
-        vllm_url = _vllm_url(env.get("FTBOT_VLLM_URL", ""), problems)
-        vllm_adapter_dir = env.get("FTBOT_VLLM_ADAPTER_DIR", "").strip() or None
-        if vllm_adapter_dir is not None and not vllm_adapter_dir.startswith("/"):
-            problems.append(
-                f"FTBOT_VLLM_ADAPTER_DIR={vllm_adapter_dir!r} must be an absolute path (where the vLLM "
-                "host sees FTBOT_HOME/models)"
-            )
-            vllm_adapter_dir = None
-        elif vllm_adapter_dir is not None:
-            vllm_adapter_dir = vllm_adapter_dir.rstrip("/") or "/"
-
         settings = cls(
             home=Path(env.get("FTBOT_HOME", "").strip() or ".ftbot").expanduser(),
             base_model=env.get("FTBOT_BASE_MODEL", "").strip() or BUILTIN_SMOLLM2,
@@ -204,14 +194,29 @@ class Settings:
             serve_max_memory_mb=optional_positive("FTBOT_SERVE_MAX_MEMORY_MB"),
             ask_timeout_seconds=number("FTBOT_ASK_TIMEOUT_SECONDS", 60.0, minimum=1),
             ask_max_new_tokens=int(number("FTBOT_ASK_MAX_NEW_TOKENS", 256, minimum=1)),
-            vllm_url=vllm_url,
-            vllm_adapter_dir=vllm_adapter_dir,
-            vllm_max_adapters=whole("FTBOT_VLLM_MAX_ADAPTERS", 8, minimum=1),
-            vllm_base_name=env.get("FTBOT_VLLM_BASE_NAME", "").strip() or None,
+            **_vllm_settings(env, problems, vllm_max_adapters=whole("FTBOT_VLLM_MAX_ADAPTERS", 8, minimum=1)),
         )
         if problems:
             raise UsageError("Bad environment settings: " + "; ".join(problems) + ".")
         return settings
+
+
+def _vllm_settings(env: Mapping[str, str], problems: list[str], *, vllm_max_adapters: int) -> dict[str, Any]:
+    """The ``vllm_*`` fields from FTBOT_VLLM_URL, FTBOT_VLLM_ADAPTER_DIR and FTBOT_VLLM_BASE_NAME;
+    bad values are added to ``problems``."""
+    adapter_dir = env.get("FTBOT_VLLM_ADAPTER_DIR", "").strip() or None
+    if adapter_dir is not None and not adapter_dir.startswith("/"):
+        problems.append(
+            f"FTBOT_VLLM_ADAPTER_DIR={adapter_dir!r} must be an absolute path (where the vLLM host "
+            "sees FTBOT_HOME/models)"
+        )
+        adapter_dir = None
+    return {
+        "vllm_url": _vllm_url(env.get("FTBOT_VLLM_URL", ""), problems),
+        "vllm_adapter_dir": None if adapter_dir is None else adapter_dir.rstrip("/") or "/",
+        "vllm_max_adapters": vllm_max_adapters,
+        "vllm_base_name": env.get("FTBOT_VLLM_BASE_NAME", "").strip() or None,
+    }
 
 
 def _vllm_url(raw: str, problems: list[str]) -> str | None:

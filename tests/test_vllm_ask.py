@@ -346,3 +346,52 @@ def test_slack_ask_goes_through_vllm(vsettings: Settings, vllm: FakeVLLM) -> Non
             harness.engine.close()
     assert "m-1 answers: what" in posted and "Answer cut at the 3-token limit." in posted
     assert loads(vllm)[0]["lora_name"] == "m-1"
+
+
+# ------------------------------------------------------------------ restarts and concurrency
+
+
+def test_a_restarted_bot_adopts_the_adapters_it_had_loaded(vsettings: Settings, vllm: FakeVLLM) -> None:
+    with Engine(vsettings) as engine:
+        for model_id in ("m-1", "m-2", "m-3"):
+            register(engine, model_id)
+        engine.ask(PROMPT, model="m-1")
+        engine.ask(PROMPT, model="m-2")
+    vllm.adapters["someone-else"] = "/elsewhere/adapter"  # not under this bot's directory: left alone
+    with Engine(vsettings) as engine:  # the bot restarted; vLLM kept m-1 and m-2
+        engine.ask(PROMPT, model="m-3")
+        engine.ask(PROMPT, model="m-2")
+    assert [r.json["lora_name"] for r in vllm.requests_to("/v1/unload_lora_adapter")] == ["m-1"]
+    assert set(vllm.adapters) == {"m-2", "m-3", "someone-else"}
+    assert [body["lora_name"] for body in loads(vllm)] == ["m-1", "m-2", "m-3"]
+
+
+def test_adapters_answering_now_are_not_unloaded_under_them(engine: Engine, vllm: FakeVLLM) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = ("m-1", "m-2", "m-3", "m-4")
+    for model_id in ids:
+        register(engine, model_id)
+    vllm.answer = lambda model, messages: f"{model} a b c"
+    vllm.stream_delay = 0.1  # each answer takes about 0.4 s: all four overlap
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda m: engine.ask(PROMPT, model=m), ids))
+    assert [a.text for a in answers] == [f"{m} a b c" for m in ids]
+    assert [body["lora_name"] for body in loads(vllm)].count("m-1") == 1  # none reloaded
+    assert len(vllm.adapters) == 2  # back within the limit once they were free
+
+
+def test_the_base_is_found_again_when_vllm_restarts_under_another_name(
+    engine: Engine, vllm: FakeVLLM
+) -> None:
+    assert engine.ask(PROMPT).text.startswith("tiny-base answers")
+    vllm.base_name = "renamed-base"
+    assert engine.ask(PROMPT).text.startswith("renamed-base answers")
+
+
+def test_adapter_files_deleted_here(engine: Engine, vllm: FakeVLLM) -> None:
+    path = register(engine, "m-1")
+    (path / "adapter_config.json").unlink()
+    with pytest.raises(ModelNotFound, match="files are missing"):
+        engine.ask(PROMPT, model="m-1")
+    assert not loads(vllm)

@@ -143,6 +143,9 @@ class VLLMServer:
         self.loads = 0
         self.unloads = 0
         self._base_name = base_name
+        self._configured_base = base_name
+        self._synced = False  # whether the adapters an earlier bot process loaded were adopted
+        self._in_use: dict[str, int] = {}  # lora_name -> questions answering with it now
         self._adapters: OrderedDict[str, str] = OrderedDict()  # lora_name -> lora_path, LRU first
         self._lock = threading.Lock()  # the adapter table and every load/unload
         self._closed = False
@@ -204,12 +207,13 @@ class VLLMServer:
         timeout = float(self.timeout_seconds if timeout_seconds is None else timeout_seconds)
         if not (isinstance(limit, int) and limit >= 1) or not timeout > 0 or not temperature >= 0:
             raise UsageError("max_new_tokens, the time limit and temperature must be positive numbers.")
+        name: str | None = None
         if adapter is None:
-            name, shown = self._served_base_name(), label or f"base:{base_model}"
+            shown = label or f"base:{base_model}"
         else:
             self._check_base(base_model, label)
-            shown = label or Path(adapter).name
-            name = shown
+            _check_files(adapter)
+            shown = name = label or Path(adapter).name
         started = time.monotonic()
         request = {
             "messages": conversation,
@@ -299,21 +303,54 @@ class VLLMServer:
             )
 
     def _ensure_loaded(self, name: str, adapter: str | Path) -> None:
-        """Load ``name`` unless this object loaded it already; unload the least recently used
-        adapters beyond ``max_adapters`` first."""
+        """Load ``name`` unless it is loaded already, and mark it in use (:meth:`_release` ends
+        that). Beyond ``max_adapters``, the least recently used adapters not answering a question
+        right now are unloaded first (when all are busy, the limit is exceeded until one is free).
+        The first call adopts the adapters an earlier bot process loaded (listed by the server
+        under this bot's adapter directory), as the least recently used."""
         path = self.lora_path(adapter)
         with self._lock:
-            if name in self._adapters:
-                self._adapters.move_to_end(name)
-                return
-            while len(self._adapters) >= self.max_adapters:
-                oldest, _ = self._adapters.popitem(last=False)
-                self._unload(oldest)
-            reply = self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
-            if reply.status != 200 and "already been loaded" not in reply.message:
-                raise _load_error(reply, name=name, path=path, url=self.url)
-            self.loads += 1
-            self._adapters[name] = path
+            if not self._synced:
+                self._adopt()
+            if name not in self._adapters:
+                self._make_room(self.max_adapters - 1)
+                reply = self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+                if reply.status != 200 and "already been loaded" not in reply.message:
+                    raise _load_error(reply, name=name, path=path, url=self.url)
+                self.loads += 1
+                self._adapters[name] = path
+            self._adapters.move_to_end(name)
+            self._in_use[name] = self._in_use.get(name, 0) + 1
+
+    def _release(self, name: str) -> None:
+        with self._lock:
+            left = self._in_use.get(name, 0) - 1
+            if left > 0:
+                self._in_use[name] = left
+            else:
+                self._in_use.pop(name, None)
+            self._make_room(self.max_adapters)
+
+    def _make_room(self, keep: int) -> None:
+        """Unload least recently used idle adapters until at most ``keep`` stay loaded (lock held)."""
+        idle = [n for n in self._adapters if not self._in_use.get(n)]
+        while len(self._adapters) > keep and idle:
+            oldest = idle.pop(0)
+            del self._adapters[oldest]
+            self._unload(oldest)
+
+    def _adopt(self) -> None:
+        """Take over the adapters under this bot's adapter directory that the server has loaded
+        (an earlier bot process loaded them), so the limit counts them (lock held)."""
+        root = self.lora_path(self.models_dir).rstrip("/") + "/"
+        adopted: OrderedDict[str, str] = OrderedDict()
+        for card in self._models():  # in the order the server loaded them
+            lora_path, lora_name = str(card.get("root") or ""), str(card.get("id") or "")
+            if card.get("parent") and lora_name and lora_path.startswith(root):
+                adopted[lora_name] = lora_path
+        adopted.update(self._adapters)
+        self._adapters = adopted
+        self._synced = True
 
     def _unload(self, name: str) -> None:
         reply = self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name})
@@ -326,11 +363,8 @@ class VLLMServer:
         with self._lock:
             self._adapters.pop(name, None)
 
-    def _served_base_name(self) -> str:
-        """The base model's name on the server: FTBOT_VLLM_BASE_NAME, else the first model
-        ``GET /v1/models`` lists without a parent (adapters have one)."""
-        if self._base_name is not None:
-            return self._base_name
+    def _models(self) -> list[dict[str, Any]]:
+        """``GET /v1/models``: the base model(s) (no ``parent``) and the loaded adapters."""
         reply = self._call("GET", "/v1/models", None)
         cards = reply.body.get("data") if reply.status == 200 and isinstance(reply.body, dict) else None
         if not isinstance(cards, list):
@@ -339,7 +373,14 @@ class VLLMServer:
                 f"{reply.message or 'no list'}).",
                 hint=_URL_HINT,
             )
-        bases = [c.get("id") for c in cards if isinstance(c, dict) and not c.get("parent") and c.get("id")]
+        return [c for c in cards if isinstance(c, dict)]
+
+    def _served_base_name(self) -> str:
+        """The base model's name on the server: FTBOT_VLLM_BASE_NAME, else the first model
+        ``GET /v1/models`` lists without a parent (adapters have one)."""
+        if self._base_name is not None:
+            return self._base_name
+        bases = [c["id"] for c in self._models() if not c.get("parent") and c.get("id")]
         if not bases:
             raise BackendUnavailable(f"The vLLM server at {self.url} lists no base model.", hint=_URL_HINT)
         self._base_name = str(bases[0])
@@ -348,23 +389,29 @@ class VLLMServer:
     # -- answers ---------------------------------------------------------------------------
 
     def _answer(
-        self, name: str, request: dict[str, Any], adapter: str | Path | None, timeout: float
+        self, name: str | None, request: dict[str, Any], adapter: str | Path | None, timeout: float
     ) -> tuple[str, str, int]:
-        """``(text, finish_reason, tokens)`` from the server, loading the adapter first (again,
-        once, when the server forgot it); a prompt too long for the answer's token limit is asked
-        again with the room left, its answer cut at ``context``."""
+        """``(text, finish_reason, tokens)`` from the server with adapter ``name`` (loaded first;
+        again, once, when the server forgot it) or the base model (``name`` None: by its served
+        name, discovered again once when the server no longer knows it)."""
         for attempt in (1, 2):
-            if adapter is not None:
-                self._ensure_loaded(name, adapter)
-            try:
-                return self._chat(name, request, timeout)
-            except _NotLoaded:
-                if adapter is None:
+            if name is None or adapter is None:
+                served = self._served_base_name()
+                try:
+                    return self._chat(served, request, timeout)
+                except _NotLoaded:
+                    if attempt == 1 and self._configured_base is None:
+                        self._base_name = None  # vLLM restarted under another name: ask it again
+                        continue
                     raise BackendUnavailable(
-                        f"The vLLM server at {self.url} does not serve a base model named {name!r}.",
+                        f"The vLLM server at {self.url} does not serve a base model named {served!r}.",
                         hint="Set FTBOT_VLLM_BASE_NAME to the name it serves (GET /v1/models lists "
                         "it), or leave it unset to use the first one it lists.",
                     ) from None
+            self._ensure_loaded(name, adapter)
+            try:
+                return self._chat(name, request, timeout)
+            except _NotLoaded:
                 self._forget(name)
                 if attempt == 2:
                     raise GenerationError(
@@ -372,6 +419,8 @@ class VLLMServer:
                         hint="Try again in a minute; look at the vLLM server's log if it keeps happening.",
                     ) from None
                 log.info("vLLM forgot adapter %s (a restart?); loading it again", name)
+            finally:
+                self._release(name)
         raise AssertionError("unreachable")
 
     def _chat(self, name: str, request: dict[str, Any], timeout: float) -> tuple[str, str, int]:
@@ -512,6 +561,16 @@ _PROMPT_TOKENS = re.compile(
     r"(\d+) in the messages|(?:has|contains) (?:at least )?(\d+) input tokens|prompt (?:is|has) (\d+) tokens"
 )
 _RANK = re.compile(r"LoRA rank (\d+) is greater than max_lora_rank (\d+)")
+
+
+def _check_files(adapter: str | Path) -> None:
+    """The adapter's files are still here (the same check and words as the in-process server)."""
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise ModelNotFound(
+            f"The fine-tuned model's files are missing: no adapter_config.json in {path}.",
+            hint="The model may have been deleted from this host; pick another with `models`.",
+        )
 
 
 def _parse(raw: bytes) -> Any:

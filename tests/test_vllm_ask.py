@@ -395,3 +395,26 @@ def test_adapter_files_deleted_here(engine: Engine, vllm: FakeVLLM) -> None:
     with pytest.raises(ModelNotFound, match="files are missing"):
         engine.ask(PROMPT, model="m-1")
     assert not loads(vllm)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": {"message": "LoRA rank 32 is greater than max_lora_rank 16.", "type": "BadRequestError"}},
+        {"object": "error", "message": "LoRA rank 32 is greater than max_lora_rank 16.", "code": 400},
+        "LoRA rank 32 is greater than max_lora_rank 16.",
+    ],
+)
+def test_every_shape_of_vllms_error_bodies_is_read(body: Any) -> None:
+    # Recent vLLM wraps errors in {"error": {...}}; older versions answered {"object": "error", ...}.
+    from engine.backends.vllm_serving import _load_error, _Reply
+
+    error = _load_error(_Reply(400, body), name="m-1", path="/p", url="http://v")
+    assert isinstance(error, BackendUnavailable) and "rank 32" in error.message
+    lora_off = _load_error(
+        _Reply(400, {"error": {"message": "LoRA is not enabled. Use --enable-lora to enable LoRA."}}),
+        name="m-1",
+        path="/p",
+        url="http://v",
+    )
+    assert "has LoRA switched off" in lora_off.message and "--enable-lora" in (lora_off.hint or "")

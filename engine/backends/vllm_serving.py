@@ -305,7 +305,7 @@ class VLLMServer:
     def _ensure_loaded(self, name: str, adapter: str | Path) -> None:
         """Load ``name`` unless it is loaded already, and mark it in use (:meth:`_release` ends
         that). Beyond ``max_adapters``, the least recently used adapters not answering a question
-        right now are unloaded first (when all are busy, the limit is exceeded until one is free).
+        right now are unloaded then (when all are busy, the limit is exceeded until one is free).
         The first call adopts the adapters an earlier bot process loaded (listed by the server
         under this bot's adapter directory), as the least recently used."""
         path = self.lora_path(adapter)
@@ -313,7 +313,6 @@ class VLLMServer:
             if not self._synced:
                 self._adopt()
             if name not in self._adapters:
-                self._make_room(self.max_adapters - 1)
                 reply = self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
                 if reply.status != 200 and "already been loaded" not in reply.message:
                     raise _load_error(reply, name=name, path=path, url=self.url)
@@ -321,6 +320,7 @@ class VLLMServer:
                 self._adapters[name] = path
             self._adapters.move_to_end(name)
             self._in_use[name] = self._in_use.get(name, 0) + 1
+            self._make_room(self.max_adapters)  # after the load: a refused one unloads nothing
 
     def _release(self, name: str) -> None:
         with self._lock:

@@ -214,6 +214,12 @@ class FakeVLLM:
         limit = body.get("max_tokens")
         limit = limit if isinstance(limit, int) else self.max_model_len
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
+        if prompt_tokens >= self.max_model_len:  # vLLM 0.32's words
+            return 400, _error(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, your prompt "
+                f"contains at least {prompt_tokens} input tokens, which exceeds this limit even without any "
+                "output tokens. Please reduce the length of the input prompt."
+            )
         if prompt_tokens + limit > self.max_model_len:
             return 400, _error(
                 f"'max_tokens' or 'max_completion_tokens' is too large: {limit}. This model's maximum "

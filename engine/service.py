@@ -30,9 +30,9 @@ from typing import Any
 from engine import dataset, follow
 from engine.backends import local_model
 from engine.backends.local_builtin import is_builtin, resolve_base_model
-from engine.backends.local_serving import ModelServer
 from engine.backends.openai_backend import DEFAULT_BASE_MODEL, is_openai_model
 from engine.backends.openai_models import model_family
+from engine.backends.serving import model_server
 from engine.config import parse_options
 from engine.errors import (
     BackendUnavailable,
@@ -633,7 +633,7 @@ class Engine:
     def _model_server(self) -> Any:
         with self._server_lock:
             if self._server is None:
-                self._server = ModelServer.from_settings(self.settings)
+                self._server = model_server(self.settings)  # vLLM with FTBOT_VLLM_URL
             return self._server
 
     def ask(

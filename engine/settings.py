@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from engine.errors import UsageError
 
@@ -53,6 +55,15 @@ class Settings:
     # Generation limits for /ask.
     ask_timeout_seconds: float = 60.0
     ask_max_new_tokens: int = 256
+    # /ask through a vLLM server (FTBOT_VLLM_URL, e.g. http://vllm:8000; None: the in-process
+    # model server). Local fine-tunes are loaded into it as LoRA adapters at run time; the vLLM host
+    # sees FTBOT_HOME's models directory at ``vllm_adapter_dir`` (None: at the same path).
+    vllm_url: str | None = None
+    vllm_adapter_dir: str | None = None
+    # How many adapters the bot keeps loaded in vLLM; the least recently used is unloaded beyond it.
+    vllm_max_adapters: int = 8
+    # The base model's name on the vLLM server (None: the first base model GET /v1/models lists).
+    vllm_base_name: str | None = None
 
     @property
     def db_path(self) -> Path:
@@ -183,7 +194,44 @@ class Settings:
             serve_max_memory_mb=optional_positive("FTBOT_SERVE_MAX_MEMORY_MB"),
             ask_timeout_seconds=number("FTBOT_ASK_TIMEOUT_SECONDS", 60.0, minimum=1),
             ask_max_new_tokens=int(number("FTBOT_ASK_MAX_NEW_TOKENS", 256, minimum=1)),
+            **_vllm_settings(env, problems, vllm_max_adapters=whole("FTBOT_VLLM_MAX_ADAPTERS", 8, minimum=1)),
         )
         if problems:
             raise UsageError("Bad environment settings: " + "; ".join(problems) + ".")
         return settings
+
+
+def _vllm_settings(env: Mapping[str, str], problems: list[str], *, vllm_max_adapters: int) -> dict[str, Any]:
+    """The ``vllm_*`` fields from FTBOT_VLLM_URL, FTBOT_VLLM_ADAPTER_DIR and FTBOT_VLLM_BASE_NAME;
+    bad values are added to ``problems``."""
+    adapter_dir = env.get("FTBOT_VLLM_ADAPTER_DIR", "").strip() or None
+    if adapter_dir is not None and not adapter_dir.startswith("/"):
+        problems.append(
+            f"FTBOT_VLLM_ADAPTER_DIR={adapter_dir!r} must be an absolute path (where the vLLM host "
+            "sees FTBOT_HOME/models)"
+        )
+        adapter_dir = None
+    return {
+        "vllm_url": _vllm_url(env.get("FTBOT_VLLM_URL", ""), problems),
+        "vllm_adapter_dir": None if adapter_dir is None else adapter_dir.rstrip("/") or "/",
+        "vllm_max_adapters": vllm_max_adapters,
+        "vllm_base_name": env.get("FTBOT_VLLM_BASE_NAME", "").strip() or None,
+    }
+
+
+def _vllm_url(raw: str, problems: list[str]) -> str | None:
+    """FTBOT_VLLM_URL without a trailing ``/`` or ``/v1`` (both accepted); None when unset."""
+    url = raw.strip().rstrip("/")
+    if not url:
+        return None
+    url = url.removesuffix("/v1").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        problems.append(f"FTBOT_VLLM_URL={raw.strip()!r} is not an http(s) URL such as http://vllm-host:8000")
+        return None
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        problems.append(f"FTBOT_VLLM_URL={raw.strip()!r} has a port that is not a number")
+        return None
+    return url

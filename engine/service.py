@@ -33,6 +33,7 @@ from engine.backends.local_builtin import is_builtin, resolve_base_model
 from engine.backends.local_serving import ModelServer
 from engine.backends.openai_backend import DEFAULT_BASE_MODEL, is_openai_model
 from engine.backends.openai_models import model_family
+from engine.cluster import RayCluster
 from engine.config import parse_options
 from engine.errors import (
     BackendUnavailable,
@@ -101,6 +102,8 @@ class Engine:
             launcher=launcher,
             clock=clock,
             throttle_seconds=throttle_seconds,
+            # FTBOT_RAY_ADDRESS: local jobs run as Ray actors (engine/cluster.py), not child processes.
+            cluster=RayCluster(settings) if settings.ray_address and launcher is None else None,
         )
         self.scheduler = Scheduler(self.dispatcher, interval=scheduler_interval)
         # backend name -> callable(engine, job) run on submit for backends the local queue does not

@@ -251,6 +251,10 @@ class RayCluster:
         with _CONNECT_LOCK:
             if ray.is_initialized():
                 return
+            # A cluster on loopback (a one-machine cluster, the tests): this process is on its node,
+            # which Ray would otherwise look for at the machine's interface address.
+            host = self.address.rpartition(":")[0]
+            loopback = {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
             try:
                 ray.init(
                     address=self.address,
@@ -258,6 +262,7 @@ class RayCluster:
                     log_to_driver=False,
                     logging_level=logging.WARNING,
                     configure_logging=False,
+                    **loopback,
                 )
             except Exception as exc:
                 raise BackendUnavailable(

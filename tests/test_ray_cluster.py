@@ -1,0 +1,268 @@
+"""Local jobs on a real Ray cluster (FTBOT_RAY_ADDRESS, engine/cluster.py), on builtin:tiny.
+
+The module starts one Ray head on 127.0.0.1 (``ray start --head --block`` in its own session, a
+GCS port outside Ray's worker port range, 2 CPUs, a short temp dir) and stops exactly that
+instance at the end: every process of its session, SIGTERM then SIGKILL. The tests share it
+(``xdist_group("ray")``). Each job asks for 0 GPUs and 1 CPU, as on a CPU-only cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from engine.cluster import NAMESPACE, actor_name
+from engine.jobs import JobState
+from engine.service import Engine
+from engine.settings import Settings
+from tests.fakes.datasets import write_price_dataset as write_dataset
+from tests.fakes.waiting import wait_for
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ftbot[cluster]')")
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+
+_RAY_WORKER_PORTS = range(10002, 20000)
+
+
+def _free_port() -> int:
+    """A free TCP port on 127.0.0.1 outside Ray's worker port range."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _RAY_WORKER_PORTS:
+            return port
+    raise RuntimeError("no free port outside 10002-19999")
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def _stop_session(sid: int, timeout: float = 10.0) -> None:
+    """Stop every process of session ``sid`` (the Ray instance this module started, and nothing else)."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _session_pids(sid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + timeout
+        while _session_pids(sid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _session_pids(sid):
+            return
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ftr", dir="/tmp")  # short: Ray's socket paths must fit
+    ray_cli = Path(sys.executable).with_name("ray")
+    command = [str(ray_cli)] if ray_cli.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    log_file = open(Path(temp_dir) / "head.log", "wb")  # noqa: SIM115 (closed below)
+    head = subprocess.Popen(
+        [
+            *command,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            f"--dashboard-port={_free_port()}",
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+            "--num-cpus=2",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        # Up when the GCS answers: ray.init below connects (the engine's connection is per process).
+        deadline = time.monotonic() + 180
+        while True:
+            if head.poll() is not None:
+                raise RuntimeError(f"ray start exited: {(Path(temp_dir) / 'head.log').read_text()[-3000:]}")
+            with socket.socket() as s:
+                s.settimeout(1)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Ray head did not start within 180 s")
+            time.sleep(0.2)
+        ray.init(
+            address=address,
+            namespace=NAMESPACE,
+            log_to_driver=False,
+            configure_logging=False,
+            _node_ip_address="127.0.0.1",
+        )
+        yield address
+    finally:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        _stop_session(head.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(timeout=30)
+        log_file.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_settings(settings: Settings, ray_address: str) -> Iterator[Settings]:
+    yield replace(settings, ray_address=ray_address, ray_gpus=0.0, ray_cpus=1.0)
+    # Leave no actor behind for the next test.
+    for name in ray.util.list_named_actors():
+        with contextlib.suppress(ValueError):
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+
+
+def _actor_alive(job_id: str) -> bool:
+    try:
+        ray.get_actor(actor_name(job_id), namespace=NAMESPACE)
+        return True
+    except ValueError:
+        return False
+
+
+def _submit(engine: Engine, tmp_path: Path, epochs: int) -> str:
+    data = write_dataset(tmp_path / "prices.jsonl")
+    record = engine.add_dataset(data, team="T", channel="C")
+    return engine.submit(record.hash, options={"epochs": str(epochs)}, owner="U", team="T", channel="C").id
+
+
+def _training(engine: Engine, job_id: str) -> bool:
+    return any(e.kind == "step" for e in engine.events(job_id))
+
+
+def test_whole_pipeline_runs_in_a_named_actor(ray_settings: Settings, tmp_path: Path) -> None:
+    shown: list[str] = []
+    with Engine(ray_settings, scheduler_interval=0.2, throttle_seconds=0.0) as engine:
+        engine.subscribe(lambda job: _Collect(shown))
+        job_id = _submit(engine, tmp_path, epochs=3)
+        engine.start()
+        wait_for(lambda: _actor_alive(job_id), timeout=120, what="the job's Ray actor")
+        assert engine.job(job_id).result["ray_actor"] == f"ftbot-{job_id}"
+        assert engine.job(job_id).worker_pid is None  # no child process on this host
+        # Events reach the bot's display while the job trains in the actor.
+        wait_for(
+            lambda: engine.job(job_id).is_final or (_training(engine, job_id) and any(shown)),
+            timeout=240,
+            what="step events while training",
+        )
+        assert not engine.job(job_id).is_final or engine.job(job_id).state is JobState.SUCCEEDED
+        wait_for(lambda: engine.job(job_id).is_final, timeout=300, what="the job's end")
+        final = engine.job(job_id)
+        assert final.state is JobState.SUCCEEDED, final.error
+        kinds = {e.kind for e in engine.events(job_id)}
+        assert {"step", "preflight", "artifact"} <= kinds
+        models = [m for m in engine.models("T") if m.job_id == job_id]
+        assert models, "the fine-tune was registered"
+        model_id = models[0].id
+        assert (ray_settings.models_dir / job_id / "adapter_config.json").exists()
+        answer = engine.ask("used lamp number 7", model=model_id, team="T", channel="C")
+        assert isinstance(answer.text, str) and answer.model == model_id and answer.adapter is not None
+        wait_for(lambda: not _actor_alive(job_id), timeout=60, what="the actor to be let go")
+
+
+class _Collect:
+    def __init__(self, shown: list[str]) -> None:
+        self.shown = shown
+
+    def emit(self, event: object) -> None:
+        self.shown.append(getattr(event, "kind", ""))
+
+
+def test_cancel_reaches_the_actor(ray_settings: Settings, tmp_path: Path) -> None:
+    with Engine(ray_settings, scheduler_interval=0.2) as engine:
+        job_id = _submit(engine, tmp_path, epochs=50)
+        engine.start()
+        wait_for(lambda: _training(engine, job_id), timeout=240, what="training")
+        engine.cancel(job_id, user="U")
+        wait_for(lambda: not _actor_alive(job_id), timeout=60, what="the actor to stop")
+        final = engine.job(job_id)
+        assert final.state is JobState.CANCELLED
+        steps = [e.step for e in engine.events(job_id) if e.kind == "step"]
+        assert steps and max(steps) < 100  # it stopped long before the end
+        wait_for(lambda: not (ray_settings.runs_dir / job_id / "train").exists(), timeout=30, what="cleanup")
+        assert not (ray_settings.models_dir / job_id).exists()
+
+
+def test_a_killed_actor_fails_the_job_clearly(ray_settings: Settings, tmp_path: Path) -> None:
+    with Engine(ray_settings, scheduler_interval=0.2) as engine:
+        job_id = _submit(engine, tmp_path, epochs=50)
+        engine.start()
+        wait_for(lambda: _training(engine, job_id), timeout=240, what="training")
+        ray.kill(ray.get_actor(actor_name(job_id), namespace=NAMESPACE), no_restart=True)
+        wait_for(lambda: engine.job(job_id).is_final, timeout=60, what="the job to fail")
+        final = engine.job(job_id)
+        assert final.state is JobState.FAILED
+        assert f"Ray actor ftbot-{job_id}" in (final.error or "") and "died" in (final.error or "")
+
+
+def test_a_restarted_bot_follows_the_running_actor_again(ray_settings: Settings, tmp_path: Path) -> None:
+    first = Engine(ray_settings, scheduler_interval=0.2)
+    job_id = _submit(first, tmp_path, epochs=8)
+    first.start()
+    try:
+        wait_for(lambda: _training(first, job_id), timeout=240, what="training")
+    finally:
+        first.close()  # the bot goes away; the (detached) actor trains on
+    assert _actor_alive(job_id)
+    with Engine(ray_settings, scheduler_interval=0.2) as second:
+        second.start()
+        wait_for(lambda: second.job(job_id).is_final, timeout=300, what="the job's end")
+        final = second.job(job_id)
+        assert final.state is JobState.SUCCEEDED, final.error
+        assert (ray_settings.models_dir / job_id / "adapter_config.json").exists()
+        assert not any(e.data.get("code") == "resumed" for e in second.events(job_id))
+
+
+def test_a_restarted_bot_fails_a_job_whose_actor_is_gone(ray_settings: Settings, tmp_path: Path) -> None:
+    first = Engine(ray_settings, scheduler_interval=0.2)
+    job_id = _submit(first, tmp_path, epochs=50)
+    first.start()
+    try:
+        wait_for(lambda: _training(first, job_id), timeout=240, what="training")
+    finally:
+        first.close()
+    ray.kill(ray.get_actor(actor_name(job_id), namespace=NAMESPACE), no_restart=True)
+    wait_for(lambda: not _actor_alive(job_id), timeout=60, what="the actor to die")
+    with Engine(ray_settings, scheduler_interval=0.2) as second:
+        second.start()
+        wait_for(lambda: second.job(job_id).is_final, timeout=60, what="the job to fail")
+        final = second.job(job_id)
+        assert final.state is JobState.FAILED
+        assert f"Ray actor ftbot-{job_id}" in (final.error or "") and "gone" in (final.error or "")

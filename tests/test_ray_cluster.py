@@ -9,6 +9,7 @@ instance at the end: every process of its session, SIGTERM then SIGKILL. The tes
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -122,13 +124,22 @@ def ray_address() -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("the Ray head did not start within 180 s")
             time.sleep(0.2)
-        ray.init(
-            address=address,
-            namespace=NAMESPACE,
-            log_to_driver=False,
-            configure_logging=False,
-            _node_ip_address="127.0.0.1",
-        )
+        while True:  # the GCS answers before the node registers: retry until ray.init connects
+            try:
+                ray.init(
+                    address=address,
+                    namespace=NAMESPACE,
+                    log_to_driver=False,
+                    configure_logging=False,
+                    _node_ip_address="127.0.0.1",
+                )
+                break
+            except (ConnectionError, RuntimeError):
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
         yield address
     finally:
         with contextlib.suppress(Exception):
@@ -248,6 +259,44 @@ def test_a_restarted_bot_follows_the_running_actor_again(ray_settings: Settings,
         assert final.state is JobState.SUCCEEDED, final.error
         assert (ray_settings.models_dir / job_id / "adapter_config.json").exists()
         assert not any(e.data.get("code") == "resumed" for e in second.events(job_id))
+
+
+def test_ftbot_run_runs_the_job_in_a_named_actor(
+    ray_settings: Settings, ray_address: str, tmp_path: Path
+) -> None:
+    """``FTBOT_RAY_ADDRESS=... ftbot run`` on builtin:tiny: the job runs in the actor named after it."""
+    from click.testing import CliRunner
+
+    from bot.cli import main
+
+    data = write_dataset(tmp_path / "prices.jsonl")
+    seen: list[str] = []
+
+    def look() -> None:  # while the CLI runs (in this process), note the job actors that exist
+        while not done:
+            seen.extend(n for n in ray.util.list_named_actors() if n not in seen)
+            time.sleep(0.1)
+
+    done = False
+    watcher = threading.Thread(target=look, daemon=True)
+    watcher.start()
+    try:
+        result = CliRunner().invoke(
+            main,
+            ["run", str(data), "--epochs", "1", "--json"],
+            env={
+                "FTBOT_HOME": str(ray_settings.home),
+                "FTBOT_RAY_ADDRESS": ray_address,
+                "FTBOT_RAY_GPUS": "0",
+            },
+        )
+    finally:
+        done = True
+        watcher.join(timeout=10)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "succeeded"
+    assert f"ftbot-{summary['job_id']}" in seen
 
 
 def test_a_restarted_bot_fails_a_job_whose_actor_is_gone(ray_settings: Settings, tmp_path: Path) -> None:

@@ -64,10 +64,16 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def _stop_session(sid: int, timeout: float = 10.0) -> None:
-    """Stop every process of session ``sid`` (the Ray instance this module started, and nothing else)."""
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _session_pids(sid):
+def _stop_session(sid: int, timeout: float = 20.0) -> None:
+    """Stop every process of session ``sid``: the Ray instance this module started (``ray start
+    --block``, whose pid is ``sid``, stops its own processes on SIGTERM), and nothing else. Whatever
+    is left after ``timeout`` gets SIGTERM, then SIGKILL."""
+    for targets, signum in (
+        (lambda: [sid], signal.SIGTERM),
+        (lambda: _session_pids(sid), signal.SIGTERM),
+        (lambda: _session_pids(sid), signal.SIGKILL),
+    ):
+        for pid in targets():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signum)
         deadline = time.monotonic() + timeout

@@ -1,8 +1,8 @@
 """Local jobs on a real Ray cluster (FTBOT_RAY_ADDRESS, engine/cluster.py), on builtin:tiny.
 
-The module starts one Ray head on 127.0.0.1 (``ray start --head --block`` in its own session, a
-GCS port outside Ray's worker port range, 2 CPUs, a short temp dir) and stops exactly that
-instance at the end: every process of its session, SIGTERM then SIGKILL. The tests share it
+The module starts one Ray head on 127.0.0.1 (tests/ray_local.py: ``ray start --head --block`` in
+its own session, a GCS port outside Ray's worker port range, 2 CPUs, a short temp dir) and stops
+exactly that instance at the end: every process of its session, SIGTERM then SIGKILL. The tests share it
 (``xdist_group("ray")``). Each job asks for 0 GPUs and 1 CPU, as on a CPU-only cluster.
 """
 
@@ -10,13 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,130 +24,17 @@ from engine.service import Engine
 from engine.settings import Settings
 from tests.fakes.datasets import write_price_dataset as write_dataset
 from tests.fakes.waiting import wait_for
+from tests.ray_local import ray_head
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ftbot[cluster]')")
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
-_RAY_WORKER_PORTS = range(10002, 20000)
-
-
-def _free_port() -> int:
-    """A free TCP port on 127.0.0.1 outside Ray's worker port range."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _RAY_WORKER_PORTS:
-            return port
-    raise RuntimeError("no free port outside 10002-19999")
-
-
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
-def _stop_session(sid: int, timeout: float = 20.0) -> None:
-    """Stop every process of session ``sid``: the Ray instance this module started (``ray start
-    --block``, whose pid is ``sid``, stops its own processes on SIGTERM), and nothing else. Whatever
-    is left after ``timeout`` gets SIGTERM, then SIGKILL."""
-    for targets, signum in (
-        (lambda: [sid], signal.SIGTERM),
-        (lambda: _session_pids(sid), signal.SIGTERM),
-        (lambda: _session_pids(sid), signal.SIGKILL),
-    ):
-        for pid in targets():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signum)
-        deadline = time.monotonic() + timeout
-        while _session_pids(sid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not _session_pids(sid):
-            return
-
 
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
-    port = _free_port()
-    temp_dir = tempfile.mkdtemp(prefix="ftr", dir="/tmp")  # short: Ray's socket paths must fit
-    ray_cli = Path(sys.executable).with_name("ray")
-    command = [str(ray_cli)] if ray_cli.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    log_file = open(Path(temp_dir) / "head.log", "wb")  # noqa: SIM115 (closed below)
-    head = subprocess.Popen(
-        [
-            *command,
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            f"--dashboard-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
-            "--num-cpus=2",
-            "--num-gpus=0",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            f"--temp-dir={temp_dir}",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    address = f"127.0.0.1:{port}"
-    try:
-        # Up when the GCS answers: ray.init below connects (the engine's connection is per process).
-        deadline = time.monotonic() + 180
-        while True:
-            if head.poll() is not None:
-                raise RuntimeError(f"ray start exited: {(Path(temp_dir) / 'head.log').read_text()[-3000:]}")
-            with socket.socket() as s:
-                s.settimeout(1)
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Ray head did not start within 180 s")
-            time.sleep(0.2)
-        while True:  # the GCS answers before the node registers: retry until ray.init connects
-            try:
-                ray.init(
-                    address=address,
-                    namespace=NAMESPACE,
-                    log_to_driver=False,
-                    configure_logging=False,
-                    _node_ip_address="127.0.0.1",
-                )
-                break
-            except (ConnectionError, RuntimeError):
-                with contextlib.suppress(Exception):
-                    ray.shutdown()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
+    with ray_head(num_cpus=2) as address:
         yield address
-    finally:
-        with contextlib.suppress(Exception):
-            ray.shutdown()
-        _stop_session(head.pid)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            head.wait(timeout=30)
-        log_file.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +234,7 @@ class RayCluster:
         self.settings = settings
         self.address = settings.ray_address
         self._actor_class: Any = None
+        self._last_warning = -1e9
 
     def connect(self) -> None:
         """Connect this process to the cluster (once; a process holds one Ray connection).
@@ -287,26 +288,34 @@ class RayCluster:
             with contextlib.suppress(Exception):
                 ray.kill(old, no_restart=True)
             _wait_until(lambda: self._lookup(job_id) is None, timeout=30)
-        handle = (
-            self._remote_class()
-            .options(
-                name=actor_name(job_id),
-                namespace=NAMESPACE,
-                lifetime="detached",
-                num_cpus=self.settings.ray_cpus,
-                num_gpus=self.settings.ray_gpus,
-                max_concurrency=4,
-                max_restarts=0,
+        # A local job needs no OpenAI key: it does not travel to the cluster.
+        job_settings = replace(self.settings, openai_api_key=None)
+        try:
+            handle = (
+                self._remote_class()
+                .options(
+                    name=actor_name(job_id),
+                    namespace=NAMESPACE,
+                    lifetime="detached",
+                    num_cpus=self.settings.ray_cpus,
+                    num_gpus=self.settings.ray_gpus,
+                    max_concurrency=4,
+                    max_restarts=0,
+                )
+                .remote(job_settings)
             )
-            .remote(self.settings)
-        )
-        return RayJob(
-            job_id=job_id,
-            handle=handle,
-            result_ref=handle.run.remote(job_id, resume),
-            ready_ref=handle.ready.remote(),
-            log_path=worker_log_path(self.settings, job_id),
-        )
+            return RayJob(
+                job_id=job_id,
+                handle=handle,
+                result_ref=handle.run.remote(job_id, resume),
+                ready_ref=handle.ready.remote(),
+                log_path=worker_log_path(self.settings, job_id),
+            )
+        except Exception as exc:  # Ray's own errors (a lost connection, a name still taken)
+            raise BackendUnavailable(
+                f"The Ray cluster at {self.address} did not take the job: {_first_line(exc)}",
+                hint="Check the cluster (`ray status`) and start the job again.",
+            ) from exc
 
     def _lookup(self, job_id: str) -> Any:
         import ray
@@ -339,7 +348,16 @@ class RayCluster:
 
     def has_room(self, running: list[RayJob]) -> bool:
         """Whether to hand the cluster another job now: when every job handed to it so far has been
-        placed (Ray queues what it cannot place; the bot's queue keeps the rest in order)."""
+        placed (Ray queues what it cannot place; the bot's queue keeps the rest in order). False
+        while the cluster cannot be reached (the jobs wait in the queue; logged once a minute)."""
+        try:
+            self.connect()
+        except BackendUnavailable as exc:
+            now = time.monotonic()
+            if now - self._last_warning >= 60:
+                self._last_warning = now
+                log.warning("%s (queued local jobs wait)", exc)
+            return False
         return all(job.placed() for job in running)
 
     def actor_job_ids(self) -> list[str]:

@@ -267,7 +267,7 @@ class Dispatcher:
         """Which job holds the host, in what state, started by whom: ``job ft-... is training on
         this host (started by ftbot run, pid 123)``."""
         if self.cluster is not None:
-            return f"the Ray cluster at {self.cluster.address} is placing another job"
+            return f"the Ray cluster at {self.cluster.address} has no room for it yet (or cannot be reached)"
         holder, info = self._slot_holder(job_id)
         if holder is None:
             return "another local job is running on this host"
@@ -279,6 +279,8 @@ class Dispatcher:
         """What a job that waits for the host's slot says: which job holds it, in what state, and
         who started it. ``waiting: job ft-... is training on this host (started by ftbot run, pid
         123); this job starts when it ends.``"""
+        if self.cluster is not None:
+            return f"waiting: {self._busy_with(job_id)}; this job starts when the cluster places it."
         return f"waiting: {self._busy_with(job_id)}; this job starts when it ends."
 
     def _dispatch_next(self) -> None:

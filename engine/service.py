@@ -87,6 +87,7 @@ class Engine:
         openai_client: Any = None,
         sink_for: SinkFactory | None = None,
         launcher: Launcher | None = None,
+        cluster: RayCluster | None = None,
         scheduler_interval: float = 0.5,
         throttle_seconds: float = 1.0,
     ) -> None:
@@ -103,7 +104,8 @@ class Engine:
             clock=clock,
             throttle_seconds=throttle_seconds,
             # FTBOT_RAY_ADDRESS: local jobs run as Ray actors (engine/cluster.py), not child processes.
-            cluster=RayCluster(settings) if settings.ray_address and launcher is None else None,
+            # ``cluster``: a stand-in (tests).
+            cluster=cluster or (RayCluster(settings) if settings.ray_address and launcher is None else None),
         )
         self.scheduler = Scheduler(self.dispatcher, interval=scheduler_interval)
         # backend name -> callable(engine, job) run on submit for backends the local queue does not

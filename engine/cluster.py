@@ -59,8 +59,8 @@ def job_id_of(name: str) -> str | None:
 
 
 class JobActor:
-    """Runs one local job on a Ray node. ``max_concurrency`` > 1, so ``stop`` and ``wait`` are
-    served while ``run`` trains."""
+    """Runs one local job on a Ray node. ``max_concurrency`` > 1 (threads), so ``stop`` and
+    ``wait`` are served while ``run`` trains."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -115,9 +115,12 @@ class JobActor:
         if self._ctx is not None:
             self._ctx.stop_flag.set()
 
-    def wait(self) -> int:
-        """Block until ``run`` returns; its exit code (a restarted bot's way to follow the job)."""
-        self._done.wait()
+    def wait(self, timeout: float = 30.0) -> int | None:
+        """``run``'s exit code once it returned, waiting up to ``timeout`` seconds; None while it
+        runs (a restarted bot's way to follow the job: it asks again, so a call left behind by a
+        bot that went away holds one of the actor's threads for ``timeout`` at most)."""
+        if not self._done.wait(timeout):
+            return None
         return self._code if self._code is not None else 1
 
 
@@ -170,7 +173,11 @@ class RayJob:
         if not done:
             return None
         try:
-            self.exit_code = int(ray.get(self.result_ref, timeout=30))
+            code = ray.get(self.result_ref, timeout=30)
+            if code is None:  # ``wait`` timed out: the job still runs; ask again
+                self.result_ref = self.handle.wait.remote()
+                return None
+            self.exit_code = int(code)
         except GetTimeoutError:
             return None
         except RayActorError as exc:
@@ -299,7 +306,7 @@ class RayCluster:
                     lifetime="detached",
                     num_cpus=self.settings.ray_cpus,
                     num_gpus=self.settings.ray_gpus,
-                    max_concurrency=4,
+                    max_concurrency=8,
                     max_restarts=0,
                 )
                 .remote(job_settings)

@@ -51,10 +51,6 @@ def actor_name(job_id: str) -> str:
     return f"ftbot-{job_id}"
 
 
-def job_id_of(name: str) -> str | None:
-    return name.removeprefix("ftbot-") if name.startswith("ftbot-") else None
-
-
 # --------------------------------------------------------------------------- the actor (on the node)
 
 
@@ -146,6 +142,9 @@ class RayJob:
     exit_code: int | None = field(default=None, init=False)
     #: Why the job ended when the actor died (message, hint); None otherwise.
     cause: tuple[str, str] | None = field(default=None, init=False)
+    #: When it was handed to the cluster (time.monotonic), and whether the job was told it waits.
+    launched_at: float = field(default_factory=time.monotonic)
+    told_unplaced: bool = field(default=False, init=False)
     _placed: bool = field(default=False, init=False)
 
     @property
@@ -366,22 +365,6 @@ class RayCluster:
                 log.warning("%s (queued local jobs wait)", exc)
             return False
         return all(job.placed() for job in running)
-
-    def actor_job_ids(self) -> list[str]:
-        """The jobs whose actors live in the namespace (running, or lingering after the end)."""
-        from ray.util import list_named_actors
-
-        self.connect()
-        names = list_named_actors(all_namespaces=False)
-        return [job_id for job_id in map(job_id_of, names) if job_id]
-
-    def kill(self, job_id: str) -> None:
-        import ray
-
-        handle = self._lookup(job_id)
-        if handle is not None:
-            with contextlib.suppress(Exception):
-                ray.kill(handle, no_restart=True)
 
 
 def _wait_until(condition: Any, *, timeout: float) -> None:

@@ -80,6 +80,8 @@ _STARTING_GRACE_SECONDS = 60.0
 _ORPHAN_CHECK_SECONDS = 5.0
 # A dead worker found by the periodic check waits this long before its job is resumed or failed.
 _ORPHAN_DEAD_GRACE_SECONDS = 4.0
+# A job handed to the Ray cluster that is not placed after this long tells why it waits.
+_UNPLACED_ALERT_SECONDS = 30.0
 
 # How a waiting job describes the one that holds the host.
 _DOING = {
@@ -362,6 +364,8 @@ class Dispatcher:
         code = proc.poll()
         if code is None:
             proc.sample_memory()
+            if isinstance(proc, RayJob) and not job.is_final:
+                self._tell_unplaced(proc)
             if job.is_final:  # cancelled (or failed) from outside while the worker still runs
                 now = self._monotonic()
                 if proc.stop_requested_at is None:
@@ -374,6 +378,25 @@ class Dispatcher:
             self._release(proc)
         self._finish(job, proc, code)
         return True
+
+    def _tell_unplaced(self, proc: RayJob) -> None:
+        """A job the Ray cluster has not placed within :data:`_UNPLACED_ALERT_SECONDS` says so,
+        once (the cluster is busy, or lacks what the job asks for)."""
+        if proc.told_unplaced or time.monotonic() - proc.launched_at < _UNPLACED_ALERT_SECONDS:
+            return
+        if proc.placed():
+            return
+        proc.told_unplaced = True
+        self.store.add_event(
+            ProgressEvent(
+                proc.job_id,
+                "alert",
+                f"Waiting for the Ray cluster to place this job: it asks for {self.settings.ray_gpus:g} "
+                f"GPU(s) and {self.settings.ray_cpus:g} CPU(s) (FTBOT_RAY_GPUS, FTBOT_RAY_CPUS); "
+                "`ray status` shows what the cluster has free.",
+                data={"code": "waiting_for_cluster"},
+            )
+        )
 
     def stop_now(self, proc: WorkerProcess) -> None:
         """Stop ``proc`` at once (Ctrl-C in ``ftbot run``; its job is already cancelled): SIGTERM,

@@ -135,3 +135,17 @@ def test_a_restart_follows_live_actors_and_fails_jobs_whose_actor_is_gone(
         assert failed.state is JobState.FAILED
         assert f"Ray actor ftbot-{gone}" in (failed.error or "") and "is gone" in (failed.error or "")
         assert second_engine.job(live).state is JobState.VALIDATING
+
+
+def test_a_job_the_cluster_does_not_place_says_why_it_waits(settings: Settings, tmp_path: Path) -> None:
+    cluster = StandInCluster(settings)
+    with Engine(settings, cluster=cluster) as engine:
+        (job_id,) = _queue(engine, tmp_path, 1)
+        engine.dispatcher.tick()
+        engine.dispatcher.tick()
+        assert not [e for e in engine.events(job_id) if e.data.get("code") == "waiting_for_cluster"]
+        cluster.actors[job_id].launched_at -= 60  # a minute on, still not placed
+        engine.dispatcher.tick()
+        engine.dispatcher.tick()
+        alerts = [e for e in engine.events(job_id) if e.data.get("code") == "waiting_for_cluster"]
+        assert len(alerts) == 1 and "asks for 1 GPU(s) and 1 CPU(s)" in alerts[0].message

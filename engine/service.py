@@ -33,6 +33,7 @@ from engine.backends.local_builtin import is_builtin, resolve_base_model
 from engine.backends.openai_backend import DEFAULT_BASE_MODEL, is_openai_model
 from engine.backends.openai_models import model_family
 from engine.backends.serving import model_server
+from engine.cluster import RayCluster
 from engine.config import parse_options
 from engine.errors import (
     BackendUnavailable,
@@ -86,6 +87,7 @@ class Engine:
         openai_client: Any = None,
         sink_for: SinkFactory | None = None,
         launcher: Launcher | None = None,
+        cluster: RayCluster | None = None,
         scheduler_interval: float = 0.5,
         throttle_seconds: float = 1.0,
     ) -> None:
@@ -101,6 +103,9 @@ class Engine:
             launcher=launcher,
             clock=clock,
             throttle_seconds=throttle_seconds,
+            # FTBOT_RAY_ADDRESS: local jobs run as Ray actors (engine/cluster.py), not child processes.
+            # ``cluster``: a stand-in (tests).
+            cluster=cluster or (RayCluster(settings) if settings.ray_address and launcher is None else None),
         )
         self.scheduler = Scheduler(self.dispatcher, interval=scheduler_interval)
         # backend name -> callable(engine, job) run on submit for backends the local queue does not

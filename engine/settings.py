@@ -64,6 +64,12 @@ class Settings:
     vllm_max_adapters: int = 8
     # The base model's name on the vLLM server (None: the first base model GET /v1/models lists).
     vllm_base_name: str | None = None
+    # Training on a Ray cluster (engine/cluster.py): the cluster's address (``auto``, ``HOST:PORT``
+    # or ``ray://HOST:PORT``; None: local jobs run in a child process on this host), and what each
+    # job asks the cluster for (GPUs: 0 runs on CPUs; CPUs: the actor's CPU slots).
+    ray_address: str | None = None
+    ray_gpus: float = 1.0
+    ray_cpus: float = 1.0
 
     @property
     def db_path(self) -> Path:
@@ -174,6 +180,7 @@ class Settings:
                 retirements[model.strip()] = parsed
         raw_ends = env.get("FTBOT_OPENAI_FINE_TUNING_ENDS", "").strip()
         ends = read_date("FTBOT_OPENAI_FINE_TUNING_ENDS", raw_ends) if raw_ends else None
+        ray_address = ray_address_setting(env.get("FTBOT_RAY_ADDRESS", ""), problems)
         # Order kept, repeats dropped: the list is shown to users who choose a model.
         base_models = tuple(dict.fromkeys(entries("FTBOT_BASE_MODELS")))
 
@@ -195,6 +202,9 @@ class Settings:
             ask_timeout_seconds=number("FTBOT_ASK_TIMEOUT_SECONDS", 60.0, minimum=1),
             ask_max_new_tokens=int(number("FTBOT_ASK_MAX_NEW_TOKENS", 256, minimum=1)),
             **_vllm_settings(env, problems, vllm_max_adapters=whole("FTBOT_VLLM_MAX_ADAPTERS", 8, minimum=1)),
+            ray_address=ray_address,
+            ray_gpus=number("FTBOT_RAY_GPUS", 1.0),
+            ray_cpus=number("FTBOT_RAY_CPUS", 1.0),
         )
         if problems:
             raise UsageError("Bad environment settings: " + "; ".join(problems) + ".")
@@ -235,3 +245,21 @@ def _vllm_url(raw: str, problems: list[str]) -> str | None:
         problems.append(f"FTBOT_VLLM_URL={raw.strip()!r} has a port that is not a number")
         return None
     return url
+
+
+def ray_address_setting(raw: str, problems: list[str]) -> str | None:
+    """FTBOT_RAY_ADDRESS checked: ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT`` (None when unset);
+    a value of another shape is added to ``problems``."""
+    value = raw.strip()
+    if not value:
+        return None
+    if value == "auto":
+        return value
+    rest = value.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+        problems.append(
+            f"FTBOT_RAY_ADDRESS={value!r} is not auto, HOST:PORT (e.g. 10.0.0.5:6379) or ray://HOST:PORT"
+        )
+        return None
+    return value

@@ -32,6 +32,7 @@ OWNERS: dict[str, set[str]] = {
     "sqlite_utils": {"engine.store.db", "engine.store.migrations"},
     "apscheduler": {"engine.scheduler"},
     "matplotlib": {"engine.charts"},
+    "ray": {"engine.cluster"},
 }
 ML_OWNERS_PREFIX = ("engine.backends.local_",)
 ML_OWNERS: set[str] = set()  # modules outside engine/backends/local_* allowed ML imports
@@ -132,8 +133,8 @@ def test_import_rules(module: str, path: Path) -> None:
                 )
         if root in OWNERS and module not in OWNERS[root]:
             problems.append(f"{where}: only {sorted(OWNERS[root])} may import {root}")
-        if root == "matplotlib" and top:
-            problems.append(f"{where}: import matplotlib inside functions")
+        if root in ("matplotlib", "ray") and top:
+            problems.append(f"{where}: import {root} inside functions")
         if module in PURE_CORE and root not in sys.stdlib_module_names and root != "engine":
             problems.append(f"{where}: {module} is a pure core (stdlib and engine only)")
         if (

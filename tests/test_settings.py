@@ -111,3 +111,31 @@ def test_issue_12_settings_are_read_and_bad_values_named() -> None:
     assert "FTBOT_OPENAI_RETIREMENTS: 'soon' is not a date" in message
     with pytest.raises(UsageError, match="FTBOT_MAX_QUEUED_PER_USER must be at least 0"):
         Settings.from_env({"FTBOT_MAX_QUEUED_PER_USER": "-1"})
+
+
+def test_ray_settings_default_to_no_cluster_and_are_read() -> None:
+    s = Settings.from_env({})
+    assert s.ray_address is None and s.ray_gpus == 1.0 and s.ray_cpus == 1.0
+    for address in ("auto", "10.0.0.5:6379", "head.ray.svc:6379", "ray://head:10001"):
+        assert Settings.from_env({"FTBOT_RAY_ADDRESS": address}).ray_address == address
+    s = Settings.from_env(
+        {"FTBOT_RAY_ADDRESS": " 127.0.0.1:6390 ", "FTBOT_RAY_GPUS": "0", "FTBOT_RAY_CPUS": "2"}
+    )
+    assert (s.ray_address, s.ray_gpus, s.ray_cpus) == ("127.0.0.1:6390", 0.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"FTBOT_RAY_ADDRESS": "head"}, "FTBOT_RAY_ADDRESS='head' is not auto, HOST:PORT"),
+        ({"FTBOT_RAY_ADDRESS": "head:port"}, "FTBOT_RAY_ADDRESS='head:port'"),
+        ({"FTBOT_RAY_ADDRESS": "http://head:6379"}, "FTBOT_RAY_ADDRESS='http://head:6379'"),
+        ({"FTBOT_RAY_ADDRESS": "head:70000"}, "FTBOT_RAY_ADDRESS='head:70000'"),
+        ({"FTBOT_RAY_GPUS": "-1"}, "FTBOT_RAY_GPUS must be at least 0"),
+        ({"FTBOT_RAY_CPUS": "many"}, "FTBOT_RAY_CPUS='many' is not a number"),
+    ],
+)
+def test_bad_ray_settings_are_refused_with_their_name(env: dict[str, str], says: str) -> None:
+    with pytest.raises(UsageError) as info:
+        Settings.from_env(env)
+    assert says in str(info.value)

@@ -66,8 +66,11 @@ def stop_session(sid: int, timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def ray_head(num_cpus: int = 2, *, connect: bool = True, start_timeout: float = 180.0) -> Iterator[str]:
-    """Start a Ray head on 127.0.0.1 with ``num_cpus`` CPUs and no GPU; yield its address
+def ray_head(
+    num_cpus: int = 2, *, num_gpus: int = 0, connect: bool = True, start_timeout: float = 180.0
+) -> Iterator[str]:
+    """Start a Ray head on 127.0.0.1 with ``num_cpus`` CPUs and ``num_gpus`` GPUs (none unless told:
+    bench/scale_check.py gives it the GPU); yield its address
     (``127.0.0.1:PORT``), this process connected to it (namespace ``ftbot``) when ``connect``."""
     import ray
 
@@ -94,7 +97,7 @@ def ray_head(num_cpus: int = 2, *, connect: bool = True, start_timeout: float = 
                 f"--dashboard-agent-listen-port={free_port()}",
                 f"--metrics-export-port={free_port()}",
                 f"--num-cpus={num_cpus}",
-                "--num-gpus=0",
+                f"--num-gpus={num_gpus}",
                 "--include-dashboard=false",
                 "--disable-usage-stats",
                 f"--temp-dir={temp_dir}",

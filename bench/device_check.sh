@@ -13,8 +13,13 @@
 #   eval.log       bench/eval.py --shape 1b: batched evaluation vs one at a time
 #   train.log      bench/train.py --shape 1b: tokens/s, MFU, peak memory, ours vs the seed guide
 #   train-big.log  bench/train.py --shape 8b, only when enough of the budget is left
+#   scale.log      bench/scale_check.py: Ray training 2 at once vs the local queue, vLLM vs PeftModel
+#                  greedy answers, /ask through vLLM vs in-process at 16 and 64 concurrent requests;
+#                  only when a Python with vllm is found (DEVICE_CHECK_VLLM_PYTHON, FTBOT_VLLM_PYTHON,
+#                  else python3 if it imports vllm), $PY has ray, and SCALE_NEEDS seconds are left.
+#                  DEVICE_CHECK_SCALE=only skips the other steps (the whole budget goes to it); =0 never.
 #   summary.txt    each step's status and time, and the figure lines of each log
-# All of it goes to $OUT (the device tool sets it; default bench/out/device-out); 7 files, since
+# All of it goes to $OUT (the device tool sets it; default bench/out/device-out); 8 files, since
 # the device tool returns at most 8.
 #
 # Python: .venv/bin/python when it has torch with CUDA, else the first `python3` with CUDA torch (a
@@ -191,6 +196,9 @@ else
     BIG_NEEDS=300 # build 16 GB + two 4-bit loads of 8B + a few steps each
 fi
 
+SCALE=${DEVICE_CHECK_SCALE:-}
+if [ "$SCALE" != only ]; then
+
 step "tests (CUDA)" 150 "$OUT/tests.log" \
     "$PY" -m pytest tests/test_cuda.py -q -rs -p no:cacheprovider
 figures "$OUT/tests.log" '(passed|failed|skipped|error)|^FAILED|^SKIPPED'
@@ -209,6 +217,33 @@ if (($(remaining) >= BIG_NEEDS)); then
     figures "$OUT/train-big.log" '^(model |recipe|guide|ours|tokens/s counts|ratio)'
 else
     note "== train $BIG_NAME: SKIPPED ($(remaining)s left; it needs ${BIG_NEEDS}s)"
+fi
+
+fi # SCALE != only
+
+# The scale check (bench/scale_check.py): Ray + a real vLLM server on this GPU.
+SCALE_NEEDS=${DEVICE_CHECK_SCALE_NEEDS:-240}
+VLLM_PY=${DEVICE_CHECK_VLLM_PYTHON:-${FTBOT_VLLM_PYTHON:-}}
+if [ -z "$VLLM_PY" ] && command -v python3 >/dev/null && python3 -c 'import vllm' >/dev/null 2>&1; then
+    VLLM_PY=$(command -v python3)
+fi
+if [ "$SCALE" = 0 ]; then
+    note "== scale: SKIPPED (DEVICE_CHECK_SCALE=0)"
+elif [ -z "$VLLM_PY" ]; then
+    note "== scale: SKIPPED (no Python with vllm: set DEVICE_CHECK_VLLM_PYTHON)"
+elif ! "$PY" -c 'import ray' >/dev/null 2>&1; then
+    note "== scale: SKIPPED ($PY has no ray: pip install -e .[cluster])"
+elif (($(remaining) < SCALE_NEEDS)); then
+    note "== scale: SKIPPED ($(remaining)s left; it needs ${SCALE_NEEDS}s; DEVICE_CHECK_SCALE=only runs it alone)"
+else
+    SCALE_ARGS=()
+    if [ "$QUICK" = 1 ]; then
+        SCALE_ARGS=(--quick)
+    fi
+    # the script keeps to its own --budget; the step's timeout is the backstop
+    step "scale (Ray + vLLM)" "$(($(remaining) - 5))" "$OUT/scale.log" "$PY" bench/scale_check.py \
+        --budget "$(($(remaining) - 20))" --out "$WORK/scale" --vllm-python "$VLLM_PY" "${SCALE_ARGS[@]}"
+    figures "$OUT/scale.log" '^(scale check|  [0-9]+ examples|== |jobs/hour|greedy answers|/ask at|    ft-)'
 fi
 
 note "== done in $(elapsed)s of the ${BUDGET}s budget; logs in $OUT"

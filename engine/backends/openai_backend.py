@@ -53,7 +53,7 @@ from engine.config import TrainConfig
 from engine.errors import BackendUnavailable, FtbotError, JobNotFound, RemoteError, UsageError
 from engine.failures import fail_job
 from engine.jobs import Job, JobState
-from engine.pipeline import EvalData, JobContext, prepare_data
+from engine.pipeline import EvalData, JobContext, job_model_record, prepare_data
 from engine.progress import ProgressEvent, utcnow
 from engine.settings import Settings
 from engine.store import ModelRecord, Store
@@ -477,17 +477,8 @@ class OpenAIBackend:
 
     def model_record(self, ctx: JobContext, model: TrainedModel, system_prompt: str | None) -> ModelRecord:
         """The fine-tune's id and remote name are OpenAI's ``ft:`` name."""
-        job = ctx.job
-        return ModelRecord(
-            id=str(model.name),
-            kind=BACKEND,
-            base_model=job.base_model,
-            job_id=job.id,
-            team=job.team,
-            channel=job.channel,
-            created_at=utcnow(),
-            remote_name=model.name,
-            system_prompt=system_prompt,
+        return job_model_record(
+            ctx, model_id=str(model.name), kind=BACKEND, remote_name=model.name, system_prompt=system_prompt
         )
 
     def _where_in_dataset(self, ctx: JobContext, error: str) -> str:

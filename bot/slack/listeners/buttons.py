@@ -20,19 +20,23 @@ def action_value(body: Mapping[str, Any]) -> str:
     return str(actions[0].get("value") or "")
 
 
+def _allowed_in_channel(bot: SlackBot, body: dict[str, Any], refusal: str) -> Where | None:
+    """Where a button that starts or changes something answers: the channel itself (not a thread).
+    None, after a private ``refusal``, when the user who pressed it may not start jobs."""
+    where = where_from_action(body)
+    if not bot.settings.may_start_jobs(where.user):
+        bot.submit_private(where, blocks.error(refusal))
+        return None
+    return Where(where.team, where.channel, where.user, None, where.response_url)
+
+
 def register(app: App, bot: SlackBot) -> None:
     @app.action(blocks.ACTION_START)
     def start_button(ack: Callable[..., None], body: dict[str, Any]) -> None:
         ack()
-        where = where_from_action(body)
-        if not bot.settings.may_start_jobs(where.user):
-            bot.submit_private(where, blocks.error(NOT_ALLOWED))
-            return
-        bot.submit(
-            start_job,
-            Where(where.team, where.channel, where.user, None, where.response_url),
-            FinetuneRequest(dataset=action_value(body)),
-        )
+        where = _allowed_in_channel(bot, body, NOT_ALLOWED)
+        if where is not None:
+            bot.submit(start_job, where, FinetuneRequest(dataset=action_value(body)))
 
     @app.action(blocks.ACTION_CANCEL)
     def cancel_button(ack: Callable[..., None], body: dict[str, Any]) -> None:
@@ -47,13 +51,7 @@ def register(app: App, bot: SlackBot) -> None:
     @app.action(blocks.ACTION_USE)
     def use_button(ack: Callable[..., None], body: dict[str, Any]) -> None:
         ack()
-        where = where_from_action(body)
-        if not bot.settings.may_start_jobs(where.user):
-            bot.submit_private(where, blocks.error(NOT_ALLOWED_USE))
-            return
         # The list was private; the announcement goes to the channel itself, not a thread.
-        bot.submit(
-            use_model,
-            Where(where.team, where.channel, where.user, None, where.response_url),
-            action_value(body),
-        )
+        where = _allowed_in_channel(bot, body, NOT_ALLOWED_USE)
+        if where is not None:
+            bot.submit(use_model, where, action_value(body))
